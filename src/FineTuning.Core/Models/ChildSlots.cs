@@ -1,0 +1,26 @@
+using static TorchSharp.torch;
+
+namespace FineTuning.Core.Models;
+
+/// <summary>Shared bookkeeping for <see cref="IReplaceableChildren"/>: a named set of module slots kept in sync with registration.</summary>
+internal sealed class ChildSlots(nn.Module owner, Action<string, nn.Module<Tensor, Tensor>> assignField)
+{
+    private readonly Dictionary<string, nn.Module<Tensor, Tensor>> slots = new(StringComparer.Ordinal);
+
+    public IReadOnlyList<string> Names => slots.Keys.ToArray();
+
+    public void Add(string name, nn.Module<Tensor, Tensor> module) => slots[name] = module;
+
+    public nn.Module<Tensor, Tensor> Get(string name) =>
+        slots.TryGetValue(name, out var module) ? module : throw new ArgumentException($"'{name}' is not a replaceable child; known: {string.Join(", ", slots.Keys)}", nameof(name));
+
+    public nn.Module<Tensor, Tensor> Replace(string name, nn.Module<Tensor, Tensor> replacement)
+    {
+        var previous = Get(name);
+        owner.register_module(name, null!); // TorchSharp's way to unregister a child
+        owner.register_module(name, replacement);
+        slots[name] = replacement;
+        assignField(name, replacement);
+        return previous;
+    }
+}
