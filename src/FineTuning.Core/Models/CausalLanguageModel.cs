@@ -109,7 +109,7 @@ public sealed class CausalLanguageModel : nn.Module<ModelInput, ModelOutput>, IR
     public IReadOnlyList<LinearSlot> LinearSlots()
     {
         var result = new List<LinearSlot>();
-        foreach (var (name, module) in named_modules())
+        foreach (var (name, module) in named_modules().Prepend(("", this)))
         {
             if (module is IReplaceableChildren parent)
             {
@@ -219,9 +219,13 @@ public sealed class CausalLanguageModel : nn.Module<ModelInput, ModelOutput>, IR
             throw new ArgumentException($"AttentionMask must be [batch={batch}, past+seq={past + totalSeq - virtualTokens}], got [{string.Join(", ", padding.shape)}].", nameof(input));
         }
 
-        positions ??= arange(past, past + totalSeq, dtype: ScalarType.Int64, device: embeddings.device).expand(batch, totalSeq);
+        // As with Hugging Face's past_key_values, prefix positions come first: real tokens start after them.
+        var prefixLength = attentionPrefix?.PrefixLength ?? 0;
+        positions = positions is null
+            ? arange(prefixLength + past, prefixLength + past + totalSeq, dtype: ScalarType.Int64, device: embeddings.device).expand(batch, totalSeq)
+            : positions + prefixLength;
         var (cos, sin) = model.Rotary.Compute(positions);
-        var (mask, isCausal) = AttentionMaskBuilder.Build(batch, totalSeq, past, attentionPrefix?.PrefixLength ?? 0, padding, Config.SlidingWindow, embeddings.device);
+        var (mask, isCausal) = AttentionMaskBuilder.Build(batch, totalSeq, past, prefixLength, padding, Config.SlidingWindow, embeddings.device);
         var context = new AttentionContext(cos, sin, mask, isCausal, cache);
 
         var hidden = embeddings;

@@ -46,6 +46,12 @@ public sealed class KeyValueCache : IDisposable
         return (keys[layerIndex]!.alias(), values[layerIndex]!.alias());
     }
 
+    /// <summary>Returns fresh aliases of one layer's cached keys and values, or <c>null</c> when nothing is cached.</summary>
+    /// <param name="layerIndex">The decoder layer.</param>
+    /// <returns>Keys and values shaped [batch, kv_heads, length, head_dim].</returns>
+    public (Tensor Keys, Tensor Values)? GetLayer(int layerIndex) =>
+        keys[layerIndex] is { } k && values[layerIndex] is { } v ? (k.alias(), v.alias()) : null;
+
     /// <summary>Keeps only the given batch rows (for beam-style reordering or dropping finished rows).</summary>
     /// <param name="rows">Row indices to keep, int64.</param>
     public void SelectRows(Tensor rows)
