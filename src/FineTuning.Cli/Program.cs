@@ -1,4 +1,3 @@
-using TorchSharp;
-var t = torch.ones(3) * 2;
-Console.WriteLine(t.sum().item<float>());
-return 0;
+using FineTuning.Cli;
+
+return CliApplication.Run(args, Console.Out, Console.Error);

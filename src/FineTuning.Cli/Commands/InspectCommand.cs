@@ -1,0 +1,32 @@
+using FineTuning.Core.IO;
+using FineTuning.Core.Models;
+using TorchSharp;
+
+namespace FineTuning.Cli.Commands;
+
+/// <summary>
+/// <c>finetune inspect &lt;model-dir&gt;</c>: the config summary, then PEFT's parameter line as the last line.
+/// A folder with only config.json is counted on the meta device (no memory).
+/// </summary>
+internal sealed class InspectCommand : ICommand
+{
+    public IReadOnlySet<string> Flags { get; } = new HashSet<string>();
+
+    public int Execute(CommandLine commandLine, TextWriter output, TextWriter error)
+    {
+        var directory = commandLine.Positional(0, "model-dir");
+        var device = CommonOptions.Device(commandLine);
+        var dtype = CommonOptions.DType(commandLine);
+        commandLine.RejectUnknown(1);
+
+        var config = ModelConfig.Load(Path.Combine(directory, "config.json"));
+        output.WriteLine(config.Describe());
+        var hasWeights = HuggingFaceModel.HasWeights(directory);
+        using var model = hasWeights
+            ? HuggingFaceModel.Load(directory, new ModelLoadOptions { Device = device, DType = dtype })
+            : CausalLanguageModel.Create(config, torch.META, dtype ?? config.DefaultScalarType);
+        output.WriteLine(hasWeights ? $"weights: loaded on {device}" : "weights: none (counted on the meta device)");
+        output.WriteLine(model.CountParameters().ToPeftLine());
+        return 0;
+    }
+}
