@@ -14,8 +14,9 @@ namespace FineTuning.Core.IO;
 /// Hugging Face checkpoints directly.
 /// </summary>
 /// <remarks>
-/// The tensors involved are the module's <c>named_parameters()</c> plus its persistent buffers. TorchSharp lists a
-/// parameter shared by two modules (a tied <c>lm_head</c>) once, under its first name.
+/// The tensors involved are the module's <c>named_parameters()</c> plus its persistent buffers, each once: a weight
+/// shared by two modules (a tied <c>lm_head</c>) is listed under its first name only (for CPU tensors this holds
+/// even when TorchSharp's own handle-based de-duplication misses the tie).
 /// </remarks>
 public static partial class HuggingFaceWeights
 {
@@ -236,21 +237,47 @@ public static partial class HuggingFaceWeights
         return new WeightSaveResult(tensors.Count, totalBytes, written.AsReadOnly(), indexPath);
     }
 
-    /// <summary>The module's parameters followed by its persistent buffers, by dotted name.</summary>
+    /// <summary>
+    /// The module's parameters followed by its persistent buffers, by dotted name, each tensor once. TorchSharp
+    /// de-duplicates a shared <c>Parameter</c> object by handle, but a weight tied through a native-backed module
+    /// (for example <c>lm_head.weight = embed_tokens.weight</c> with <c>nn.Embedding</c>, whose getter returns a new
+    /// wrapper each time) is listed twice; such aliases of the same CPU memory are dropped here, keeping the first name.
+    /// </summary>
     internal static List<KeyValuePair<string, Tensor>> CollectTensors(nn.Module model)
     {
         var result = new List<KeyValuePair<string, Tensor>>();
-        foreach (var (name, parameter) in model.named_parameters(recurse: true))
+        var seen = new HashSet<(nint Address, ScalarType DType, string Shape, string Strides)>();
+        var all = model.named_parameters(recurse: true).Select(p => (p.name, (Tensor)p.parameter))
+            .Concat(model.named_buffers(recurse: true, include_nonpersistent: false));
+        foreach (var (name, tensor) in all)
         {
-            result.Add(new KeyValuePair<string, Tensor>(name, parameter));
-        }
-
-        foreach (var (name, buffer) in model.named_buffers(recurse: true, include_nonpersistent: false))
-        {
-            result.Add(new KeyValuePair<string, Tensor>(name, buffer));
+            var key = AliasKey(tensor);
+            if (key is null || seen.Add(key.Value))
+            {
+                result.Add(new KeyValuePair<string, Tensor>(name, tensor));
+            }
         }
 
         return result;
+    }
+
+    /// <summary>Identifies the memory a CPU tensor views (address of its first element, dtype, shape, strides); null when that cannot be told.</summary>
+    private static (nint Address, ScalarType DType, string Shape, string Strides)? AliasKey(Tensor tensor)
+    {
+        if (tensor.device_type != DeviceType.CPU || tensor.numel() == 0 || !tensor.is_contiguous())
+        {
+            return null;
+        }
+
+        using var flat = tensor.reshape(-1);
+        using var first = flat.narrow(0, 0, 1);
+        nint address;
+        unsafe
+        {
+            address = (nint)System.Runtime.CompilerServices.Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(first.bytes));
+        }
+
+        return (address, tensor.dtype, string.Join(",", tensor.shape), string.Join(",", tensor.stride()));
     }
 
     /// <summary>Greedy split in model order, like Hugging Face's sharding: a new shard starts when the next tensor would overflow the current one.</summary>

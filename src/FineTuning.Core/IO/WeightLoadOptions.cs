@@ -11,14 +11,17 @@ namespace FineTuning.Core.IO;
 /// </remarks>
 public sealed record WeightLoadOptions
 {
+    // Declared before Default: static initializers run in textual order and Default's instance initializer reads it.
+    private static readonly IReadOnlyList<string> DefaultSuffixes = Array.AsReadOnly(["rotary_emb.inv_freq"]);
+
     private IReadOnlyList<string> _ignoredUnexpectedNames = [];
-    private IReadOnlyList<string> _ignoredUnexpectedSuffixes = DefaultIgnoredUnexpectedSuffixes;
+    private IReadOnlyList<string> _ignoredUnexpectedSuffixes = DefaultSuffixes;
+
+    /// <summary>The suffixes ignored by default: <c>rotary_emb.inv_freq</c>.</summary>
+    public static IReadOnlyList<string> DefaultIgnoredUnexpectedSuffixes => DefaultSuffixes;
 
     /// <summary>The default options.</summary>
     public static WeightLoadOptions Default { get; } = new();
-
-    /// <summary>The suffixes ignored by default: <c>rotary_emb.inv_freq</c>.</summary>
-    public static IReadOnlyList<string> DefaultIgnoredUnexpectedSuffixes { get; } = Array.AsReadOnly(["rotary_emb.inv_freq"]);
 
     /// <summary>Exact names of file tensors that may have no model counterpart (for example <c>lm_head.weight</c> of a tied model).</summary>
     /// <exception cref="ArgumentException">Set to <see langword="null"/> or to a list holding a null or empty name.</exception>
