@@ -1,3 +1,4 @@
+using FineTuning.Core.IO;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 
@@ -30,7 +31,7 @@ public static class TokenizerFiles
         string endOfText = Gpt2Vocabulary.EndOfText;
         int endOfTextId = vocabulary.EndOfTextId;
 
-        AtomicFileWriter.Write(Path.Combine(directory, TokenizerLoader.TokenizerJsonFileName), stream =>
+        AtomicFile.Write(Path.Combine(directory, TokenizerLoader.TokenizerJsonFileName), stream =>
         {
             using var writer = new Utf8JsonWriter(stream, WriterOptions);
             writer.WriteStartObject();
@@ -79,7 +80,7 @@ public static class TokenizerFiles
             writer.WriteEndObject();
         });
 
-        AtomicFileWriter.Write(Path.Combine(directory, TokenizerLoader.TokenizerConfigFileName), stream =>
+        AtomicFile.Write(Path.Combine(directory, TokenizerLoader.TokenizerConfigFileName), stream =>
         {
             using var writer = new Utf8JsonWriter(stream, WriterOptions);
             writer.WriteStartObject();
@@ -105,7 +106,7 @@ public static class TokenizerFiles
             writer.WriteEndObject();
         });
 
-        AtomicFileWriter.Write(Path.Combine(directory, SpecialTokensMapFileName), stream =>
+        AtomicFile.Write(Path.Combine(directory, SpecialTokensMapFileName), stream =>
         {
             using var writer = new Utf8JsonWriter(stream, WriterOptions);
             writer.WriteStartObject();
