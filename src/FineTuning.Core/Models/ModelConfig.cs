@@ -273,7 +273,6 @@ public sealed record ModelConfig
             ["num_hidden_layers"] = NumHiddenLayers,
             ["num_attention_heads"] = NumAttentionHeads,
             ["num_key_value_heads"] = NumKeyValueHeads,
-            ["head_dim"] = HeadDim,
             ["hidden_act"] = "silu",
             ["rms_norm_eps"] = RmsNormEps,
             ["rope_theta"] = RopeTheta,
@@ -281,6 +280,11 @@ public sealed record ModelConfig
             ["tie_word_embeddings"] = TieWordEmbeddings,
             ["torch_dtype"] = TorchDtype,
         };
+        if (ExplicitHeadDim is { } headDim)
+        {
+            root["head_dim"] = headDim;
+        }
+
         if (Family != ModelFamily.Qwen2)
         {
             root["attention_bias"] = AttentionBias;
