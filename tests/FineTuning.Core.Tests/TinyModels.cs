@@ -29,11 +29,4 @@ internal static class TinyModels
         model.InitializeWeights(seed, std: 0.1);
         return model;
     }
-
-    public static string TempDirectory()
-    {
-        var dir = Path.Combine(Path.GetTempPath(), "ftcore-tests", Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
-        return dir;
-    }
 }

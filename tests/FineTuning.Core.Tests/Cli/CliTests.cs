@@ -13,9 +13,11 @@ namespace FineTuning.Core.Tests.Cli;
 
 public sealed class CliTests : IDisposable
 {
-    private readonly string root = TinyModels.TempDirectory();
+    private readonly TempDirectory temp = new();
 
-    public void Dispose() => Directory.Delete(root, recursive: true);
+    private string root => temp.Path;
+
+    public void Dispose() => temp.Dispose();
 
     private static (int Code, string Out, string Err) Run(params string[] args)
     {

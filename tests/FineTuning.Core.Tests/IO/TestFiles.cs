@@ -6,31 +6,6 @@ using static TorchSharp.torch;
 
 namespace FineTuning.Core.Tests.IO;
 
-/// <summary>A temporary folder deleted on dispose, plus helpers shared by the IO tests.</summary>
-internal sealed class TempDirectory : IDisposable
-{
-    public TempDirectory()
-    {
-        Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "ftcore-io-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(Path);
-    }
-
-    public string Path { get; }
-
-    public string File(string name) => System.IO.Path.Combine(Path, name);
-
-    public void Dispose()
-    {
-        try
-        {
-            Directory.Delete(Path, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
-    }
-}
-
 internal static class TestTensors
 {
     /// <summary>The raw bytes of a tensor (copied to a contiguous CPU tensor first).</summary>

@@ -1,4 +1,4 @@
-namespace FineTuning.Core.Tests.Tokenization;
+namespace FineTuning.Core.Tests;
 
 /// <summary>A temporary folder deleted on dispose.</summary>
 internal sealed class TempDirectory : IDisposable
