@@ -17,7 +17,7 @@ public static class TorchBackend
     {
         if (LoadError.Value is { } error)
         {
-            throw new TorchBackendUnavailableException(Explain(error), error);
+            throw new TorchBackendUnavailableException(Explain(error, RuntimeInformation.IsOSPlatform(OSPlatform.Linux) && SystemLibstdcxxLacksGlibcxx3432()), error);
         }
     }
 
@@ -34,10 +34,11 @@ public static class TorchBackend
         }
     }
 
-    private static string Explain(Exception error)
+    /// <summary>The message for a load failure: the C++ runtime requirement where that is the cause, else the backend packages.</summary>
+    internal static string Explain(Exception error, bool systemLibstdcxxTooOld)
     {
         var detail = (error.InnerException ?? error).Message.Split('\n')[0].Trim();
-        if (RuntimeInformation.IsOSPlatform(OSPlatform.Linux) && SystemLibstdcxxLacksGlibcxx3432())
+        if (systemLibstdcxxTooOld)
         {
             return "TorchSharp's native library could not be loaded: it needs libstdc++ with GLIBCXX_3.4.32 (GCC 13 or later), "
                 + "and this system's libstdc++.so.6 is older (as on Debian 12 and Ubuntu 22.04). Install a newer libstdc++, "
