@@ -8,11 +8,12 @@ dotnet build FineTuning.Core.sln -c Release -nologo -v:q || { echo "0 passed, 1 
 log=$(mktemp)
 dotnet test FineTuning.Core.sln -c Release --no-build -nologo --logger "console;verbosity=normal" "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
-summary=$(grep -E '(Passed|Failed)!? +- +Failed: +[0-9]+, Passed: +[0-9]+' "$log" | tail -n1)
-failed=$(sed -E 's/.*Failed: +([0-9]+).*/\1/' <<<"$summary")
-passed=$(sed -E 's/.*Passed: +([0-9]+).*/\1/' <<<"$summary")
-skipped=$(sed -E 's/.*Skipped: +([0-9]+).*/\1/' <<<"$summary")
+# dotnet test ends with "Total tests: N" then "Passed: N", "Failed: N", "Skipped: N" lines (zero counts omitted).
+count() { grep -E "^ +$1: +[0-9]+$" "$log" | tail -n1 | grep -oE '[0-9]+' || echo 0; }
+total=$(grep -E '^Total tests: +[0-9]+' "$log" | tail -n1 | grep -oE '[0-9]+' || true)
+passed=$(count Passed); failed=$(count Failed); skipped=$(count Skipped)
 rm -f "$log"
-if [ -z "$summary" ]; then echo "0 passed, 1 failed"; exit 1; fi
+if [ -z "$total" ]; then echo "0 passed, 1 failed"; exit 1; fi
+[ "$status" -eq 0 ] || [ "$failed" -gt 0 ] || failed=1
 echo "${passed} passed, ${failed} failed, ${skipped} skipped"
 exit "$status"

@@ -27,6 +27,12 @@ for lib in "${libs[@]}"; do
 done
 [ "${#needs_patch[@]}" -gt 0 ] || exit 0
 
+# Projects build in parallel: one installer and patcher at a time.
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"${TMPDIR:-/tmp}/ftcore-torchsharp-compat.lock"
+  flock 9
+fi
+
 if ! command -v patchelf >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "torchsharp-compat: installing patchelf (system libstdc++ lacks GLIBCXX_3.4.32)" >&2
