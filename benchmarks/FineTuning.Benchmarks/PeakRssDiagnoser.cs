@@ -38,7 +38,7 @@ public sealed class PeakRssDiagnoser : IDiagnoser
 
     public void Handle(HostSignal signal, DiagnoserActionParameters parameters)
     {
-        if (!OperatingSystem.IsLinux())
+        if (!OperatingSystem.IsLinux() || signal is not (HostSignal.BeforeActualRun or HostSignal.AfterActualRun) || parameters.Process is null)
         {
             return;
         }

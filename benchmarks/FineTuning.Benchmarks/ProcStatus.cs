@@ -28,7 +28,7 @@ internal static class ProcStatus
             }
 
             // Format: "VmHWM:\t  123456 kB"
-            var parts = line[prefix.Length..].Split(' ', '\t', StringSplitOptions.RemoveEmptyEntries);
+            var parts = line[prefix.Length..].Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
             if (parts.Length >= 1 && long.TryParse(parts[0], NumberStyles.Integer, CultureInfo.InvariantCulture, out var kb))
             {
                 return parts.Length >= 2 && parts[1] == "kB" ? kb * 1024 : kb;

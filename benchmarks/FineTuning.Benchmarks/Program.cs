@@ -1,7 +1,9 @@
 using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Diagnosers;
 using BenchmarkDotNet.Jobs;
+using BenchmarkDotNet.Reports;
 using BenchmarkDotNet.Running;
+using Perfolizer.Metrology;
 using FineTuning.Benchmarks;
 
 // Usage: dotnet run -c Release --project benchmarks/FineTuning.Benchmarks -- --filter '*' [--quick]
@@ -12,16 +14,41 @@ var rest = args.Where(a => a != "--quick").ToArray();
 // Sized for a 2-core machine: one process per case, a few warm-up and measured iterations.
 var job = quick
     ? Job.Dry.WithId("Quick")
-    : Job.Default.WithId("Short").WithLaunchCount(1).WithWarmupCount(3).WithIterationCount(6);
+    : Job.Default.WithId("Short").WithLaunchCount(1).WithWarmupCount(3).WithIterationCount(10);
 
-// Each case runs in a child process built from a generated project; make that build patch
-// TorchSharp's native library for older libstdc++ too (see Directory.Build.targets).
-job = job.WithArguments([new MsBuildArgument("/p:ShipsTorchBackend=true")]);
+// Each case runs in a child process built from a project BenchmarkDotNet generates under bin/. That project
+// opts out of Directory.Build.props/.targets, and its build copies the unpatched libLibTorchSharp.so from the
+// NuGet package over the patched one, so the child cannot load TorchSharp on Debian 12 / Ubuntu 22.04.
+// Global properties override the generated project's own, so turn the import of Directory.Build.targets
+// back on and let its post-build step (eng/torchsharp-compat.sh) patch the generated output as well.
+if (FindRepoRoot() is { } repoRoot)
+{
+    job = job.WithArguments(
+    [
+        new MsBuildArgument("/p:ImportDirectoryBuildTargets=true"),
+        new MsBuildArgument("/p:ShipsTorchBackend=true"),
+        new MsBuildArgument($"/p:RepoRoot={repoRoot}"),
+    ]);
+}
 
 var config = DefaultConfig.Instance
     .AddJob(job.AsDefault())
     .AddDiagnoser(MemoryDiagnoser.Default)
     .AddDiagnoser(new PeakRssDiagnoser())
-    .WithOptions(ConfigOptions.JoinSummary);
+    .WithSummaryStyle(SummaryStyle.Default.WithSizeUnit(SizeUnit.MB)); // RSS columns comparable at a glance
 
 BenchmarkSwitcher.FromAssembly(typeof(PeakRssDiagnoser).Assembly).Run(rest, config);
+
+// The repository root (with a trailing slash), found from the build output by looking for eng/torchsharp-compat.sh.
+static string? FindRepoRoot()
+{
+    for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+    {
+        if (File.Exists(Path.Combine(dir.FullName, "eng", "torchsharp-compat.sh")))
+        {
+            return dir.FullName.TrimEnd(Path.DirectorySeparatorChar) + Path.DirectorySeparatorChar;
+        }
+    }
+
+    return null;
+}
