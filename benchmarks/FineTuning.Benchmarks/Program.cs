@@ -1,3 +1,4 @@
+using BenchmarkDotNet.Columns;
 using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Diagnosers;
 using BenchmarkDotNet.Jobs;
@@ -35,6 +36,8 @@ var config = DefaultConfig.Instance
     .AddJob(job.AsDefault())
     .AddDiagnoser(MemoryDiagnoser.Default)
     .AddDiagnoser(new PeakRssDiagnoser())
+    // On a shared 2-core machine other load inflates single iterations a lot; the minimum is the most robust estimate.
+    .AddColumn(StatisticColumn.Min)
     .WithSummaryStyle(SummaryStyle.Default.WithSizeUnit(SizeUnit.MB)); // RSS columns comparable at a glance
 
 BenchmarkSwitcher.FromAssembly(typeof(PeakRssDiagnoser).Assembly).Run(rest, config);
