@@ -1,0 +1,58 @@
+using System.Globalization;
+
+namespace FineTuning.Benchmarks;
+
+/// <summary>Reads memory figures of a Linux process from <c>/proc/&lt;pid&gt;/</c>.</summary>
+internal static class ProcStatus
+{
+    /// <summary>Reads a <c>kB</c> field (for example <c>VmHWM</c> or <c>VmRSS</c>) of <c>/proc/&lt;pid&gt;/status</c>, in bytes.</summary>
+    /// <returns>The value in bytes, or <c>null</c> when the file or the field cannot be read.</returns>
+    public static long? ReadBytes(int pid, string field)
+    {
+        string[] lines;
+        try
+        {
+            lines = File.ReadAllLines($"/proc/{pid}/status");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+
+        var prefix = field + ":";
+        foreach (var line in lines)
+        {
+            if (!line.StartsWith(prefix, StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            // Format: "VmHWM:\t  123456 kB"
+            var parts = line[prefix.Length..].Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
+            if (parts.Length >= 1 && long.TryParse(parts[0], NumberStyles.Integer, CultureInfo.InvariantCulture, out var kb))
+            {
+                return parts.Length >= 2 && parts[1] == "kB" ? kb * 1024 : kb;
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// Resets the process's peak RSS (VmHWM) to its current RSS by writing <c>5</c> to
+    /// <c>/proc/&lt;pid&gt;/clear_refs</c> (Linux 4.0 or later).
+    /// </summary>
+    /// <returns><c>true</c> if the write succeeded.</returns>
+    public static bool ResetPeak(int pid)
+    {
+        try
+        {
+            File.WriteAllText($"/proc/{pid}/clear_refs", "5");
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+}
