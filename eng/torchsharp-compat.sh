@@ -36,7 +36,7 @@ fi
 if ! command -v patchelf >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "torchsharp-compat: installing patchelf (system libstdc++ lacks GLIBCXX_3.4.32)" >&2
-    (apt-get install -y -qq patchelf >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq patchelf >/dev/null; })
+    (apt-get -o DPkg::Lock::Timeout=300 install -y -qq patchelf >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get -o DPkg::Lock::Timeout=300 install -y -qq patchelf >/dev/null; })
   else
     echo "torchsharp-compat: the system libstdc++ lacks GLIBCXX_3.4.32 and patchelf is not installed." >&2
     echo "Install patchelf (apt-get install patchelf) or a libstdc++ from GCC 13 or later, then build again." >&2
