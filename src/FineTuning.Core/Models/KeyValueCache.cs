@@ -52,22 +52,6 @@ public sealed class KeyValueCache : IDisposable
     public (Tensor Keys, Tensor Values)? GetLayer(int layerIndex) =>
         keys[layerIndex] is { } k && values[layerIndex] is { } v ? (k.alias(), v.alias()) : null;
 
-    /// <summary>Keeps only the given batch rows (for beam-style reordering or dropping finished rows).</summary>
-    /// <param name="rows">Row indices to keep, int64.</param>
-    public void SelectRows(Tensor rows)
-    {
-        for (var i = 0; i < keys.Length; i++)
-        {
-            if (keys[i] is { } k && values[i] is { } v)
-            {
-                keys[i] = k.index_select(0, rows).DetachFromDisposeScope();
-                values[i] = v.index_select(0, rows).DetachFromDisposeScope();
-                k.Dispose();
-                v.Dispose();
-            }
-        }
-    }
-
     /// <inheritdoc />
     public void Dispose()
     {
