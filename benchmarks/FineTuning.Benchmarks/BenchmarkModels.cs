@@ -11,17 +11,10 @@ internal static class BenchmarkModels
     /// A small LLaMA: vocab 8192, hidden 256, MLP 688, 4 layers, 8 query heads and 4 key/value heads (GQA),
     /// untied embeddings; about 7.1 M parameters.
     /// </summary>
-    public static ModelConfig Config { get; } = new()
+    public static ModelConfig Config { get; } = ModelPresets.Small with
     {
-        Family = ModelFamily.Llama,
         VocabSize = 8192,
-        HiddenSize = 256,
-        IntermediateSize = 688,
-        NumHiddenLayers = 4,
-        NumAttentionHeads = 8,
-        NumKeyValueHeads = 4,
         MaxPositionEmbeddings = 512,
-        RmsNormEps = 1e-5,
         TieWordEmbeddings = false,
         BosTokenId = 1,
         EosTokenIds = [2],
