@@ -20,7 +20,7 @@ internal sealed class InitCommand : ICommand
         ModelConfig config;
         try
         {
-            config = ModelPresets.Get(presetName) with { TorchDtype = DtypeName(dtype) };
+            config = ModelPresets.Get(presetName) with { TorchDtype = ModelConfig.DtypeName(dtype) };
         }
         catch (ArgumentException e)
         {
@@ -35,11 +35,4 @@ internal sealed class InitCommand : ICommand
         output.WriteLine($"Wrote the '{presetName}' preset ({counts.Total:N0} parameters, {config.TorchDtype}, seed {seed}) to {Path.GetFullPath(directory)}");
         return 0;
     }
-
-    private static string DtypeName(torch.ScalarType dtype) => dtype switch
-    {
-        torch.ScalarType.BFloat16 => "bfloat16",
-        torch.ScalarType.Float16 => "float16",
-        _ => "float32",
-    };
 }

@@ -57,12 +57,7 @@ public static class HuggingFaceModel
         ArgumentNullException.ThrowIfNull(model);
         Directory.CreateDirectory(directory);
         var dtype = options?.DType ?? model.DType;
-        var config = model.Config with { TorchDtype = dtype switch
-        {
-            ScalarType.BFloat16 => "bfloat16",
-            ScalarType.Float16 => "float16",
-            _ => "float32",
-        } };
+        var config = model.Config with { TorchDtype = ModelConfig.DtypeName(dtype) };
         HuggingFaceWeights.Save(model, directory, options);
         AtomicFile.WriteAllText(Path.Combine(directory, ConfigFileName), config.ToJson());
     }

@@ -345,6 +345,18 @@ public sealed record ModelConfig
     /// <exception cref="ModelConfigException">The name is not one of the supported dtypes.</exception>
     public static torch.ScalarType ParseDtype(string name) => ParseDtype(name, "dtype", null);
 
+    /// <summary>The Hugging Face <c>torch_dtype</c> name of a model dtype.</summary>
+    /// <param name="dtype">Float32, BFloat16 or Float16.</param>
+    /// <returns><c>float32</c>, <c>bfloat16</c> or <c>float16</c>.</returns>
+    /// <exception cref="ArgumentException">Not one of the three model dtypes.</exception>
+    public static string DtypeName(torch.ScalarType dtype) => dtype switch
+    {
+        torch.ScalarType.Float32 => "float32",
+        torch.ScalarType.BFloat16 => "bfloat16",
+        torch.ScalarType.Float16 => "float16",
+        _ => throw new ArgumentException($"Model dtype must be Float32, BFloat16 or Float16, got {dtype}.", nameof(dtype)),
+    };
+
     private static torch.ScalarType ParseDtype(string name, string field, string? sourcePath) => name.ToLowerInvariant() switch
     {
         "float32" or "fp32" or "float" => torch.ScalarType.Float32,
