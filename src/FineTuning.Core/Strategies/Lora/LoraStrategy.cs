@@ -612,7 +612,7 @@ public sealed class LoraStrategy : IParameterStrategy
         {
             var kinds = slots.Select(s => s.FullName[(s.FullName.LastIndexOf('.') + 1)..]).Distinct();
             throw new InvalidOptionException($"{nameof(LoraOptions)}.{nameof(LoraOptions.TargetModules)}",
-                $"no module matches {targets}{(options.ExcludeModules is null ? "" : $" (excluding {options.ExcludeModules})")}. The model's Linear modules are {string.Join(", ", kinds)}, with full names such as '{slots[0].FullName}'; a list entry matches a full name or its '.'-suffix, a pattern must match the whole full name.");
+                $"no module matches {targets}{(options.ExcludeModules is null ? "" : $" (excluding {options.ExcludeModules})")}. The model's Linear modules are {string.Join(", ", kinds)}, with full names such as '{slots.Select(s => s.FullName).FirstOrDefault(n => n.Contains('.', StringComparison.Ordinal), slots[0].FullName)}'; a list entry matches a full name or its '.'-suffix, a pattern must match the whole full name.");
         }
 
         foreach (var slot in chosen)
