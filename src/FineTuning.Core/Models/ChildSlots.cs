@@ -17,8 +17,21 @@ internal sealed class ChildSlots(nn.Module owner, Action<string, nn.Module<Tenso
     public nn.Module<Tensor, Tensor> Replace(string name, nn.Module<Tensor, Tensor> replacement)
     {
         var previous = Get(name);
-        owner.register_module(name, null!); // TorchSharp's way to unregister a child
-        owner.register_module(name, replacement);
+
+        // Registering appends, so unregister this child and every later one (null is TorchSharp's way to
+        // unregister) and register them again in order: the replacement keeps its place in the module order, and
+        // named_parameters() keeps the model's order (as PyTorch's setattr does).
+        var later = owner.named_children().SkipWhile(child => child.name != name).ToList();
+        foreach (var (child, _) in later)
+        {
+            owner.register_module(child, null!);
+        }
+
+        foreach (var (child, module) in later)
+        {
+            owner.register_module(child, child == name ? replacement : module);
+        }
+
         slots[name] = replacement;
         assignField(name, replacement);
         return previous;

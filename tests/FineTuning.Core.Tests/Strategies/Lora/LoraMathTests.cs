@@ -36,6 +36,8 @@ public class LoraMathTests
         Assert.Contains("model.layers.0.self_attn.q_proj.lora_magnitude_vector.default.weight", names);
         Assert.Contains("model.layers.1.self_attn.v_proj.lora_A.default.weight", names);
         Assert.DoesNotContain("model.layers.0.self_attn.q_proj.weight", names);
+        var order = model.named_parameters().Select(p => p.name).ToList(); // the wrapper keeps q_proj's place
+        Assert.True(order.IndexOf("model.layers.0.self_attn.q_proj.lora_B.default.weight") < order.IndexOf("model.layers.0.self_attn.k_proj.weight"));
         Assert.Equal(
             ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj", "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"],
             strategy.TargetedModules("default"));
