@@ -10,6 +10,13 @@ internal static class LinearWeights
 {
     public static bool IsSupported(nn.Module<Tensor, Tensor> module) => module is Linear or TiedLinear;
 
+    /// <summary>Returns the module when it is a supported Linear, else throws naming what needed it.</summary>
+    public static nn.Module<Tensor, Tensor> RequireSupported(nn.Module<Tensor, Tensor> module, string purpose, string parameterName)
+    {
+        ArgumentNullException.ThrowIfNull(module, parameterName);
+        return IsSupported(module) ? module : throw new ArgumentException($"{purpose} supports Linear layers; got a {module.GetType().Name}.", parameterName);
+    }
+
     public static Tensor Weight(nn.Module<Tensor, Tensor> module) => module switch
     {
         Linear linear => linear.weight!,

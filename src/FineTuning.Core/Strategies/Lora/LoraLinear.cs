@@ -40,13 +40,7 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
     /// <exception cref="ArgumentException">The layer is not a Linear.</exception>
     public LoraLinear(nn.Module<Tensor, Tensor> baseLayer) : base(nameof(LoraLinear))
     {
-        ArgumentNullException.ThrowIfNull(baseLayer);
-        if (!LinearWeights.IsSupported(baseLayer))
-        {
-            throw new ArgumentException($"LoRA wraps Linear layers; got a {baseLayer.GetType().Name}.", nameof(baseLayer));
-        }
-
-        base_layer = baseLayer;
+        base_layer = LinearWeights.RequireSupported(baseLayer, "LoRA", nameof(baseLayer));
         RegisterComponents();
         var weight = LinearWeights.Weight(baseLayer);
         OutFeatures = weight.shape[0];

@@ -19,13 +19,7 @@ public sealed class ModulesToSaveWrapper : nn.Module<Tensor, Tensor>
     /// <param name="original">The module (a Linear or a tied head).</param>
     public ModulesToSaveWrapper(nn.Module<Tensor, Tensor> original) : base(nameof(ModulesToSaveWrapper))
     {
-        ArgumentNullException.ThrowIfNull(original);
-        if (!LinearWeights.IsSupported(original))
-        {
-            throw new ArgumentException($"modules_to_save supports Linear layers; got a {original.GetType().Name}.", nameof(original));
-        }
-
-        original_module = original;
+        original_module = LinearWeights.RequireSupported(original, "modules_to_save", nameof(original));
         RegisterComponents();
         train(original.training);
     }

@@ -30,10 +30,8 @@ public class LoraMathTests
         using var model = TinyModels.Create();
         var strategy = Apply(model, new LoraOptions { UseDora = true });
         var names = model.named_parameters().Select(p => p.name).ToHashSet();
-        Assert.Contains("model.layers.0.self_attn.q_proj.base_layer.weight", names);
-        Assert.Contains("model.layers.0.self_attn.q_proj.lora_A.default.weight", names);
-        Assert.Contains("model.layers.0.self_attn.q_proj.lora_B.default.weight", names);
-        Assert.Contains("model.layers.0.self_attn.q_proj.lora_magnitude_vector.default.weight", names);
+        string[] expected = ["base_layer.weight", "lora_A.default.weight", "lora_B.default.weight", "lora_magnitude_vector.default.weight"];
+        Assert.All(expected, suffix => Assert.Contains("model.layers.0.self_attn.q_proj." + suffix, names));
         Assert.Contains("model.layers.1.self_attn.v_proj.lora_A.default.weight", names);
         Assert.DoesNotContain("model.layers.0.self_attn.q_proj.weight", names);
         var order = model.named_parameters().Select(p => p.name).ToList(); // the wrapper keeps q_proj's place
@@ -42,6 +40,37 @@ public class LoraMathTests
             ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj", "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"],
             strategy.TargetedModules("default"));
         Assert.All(model.named_parameters(), p => Assert.Equal(p.name.Contains(".lora_", StringComparison.Ordinal), p.parameter.requires_grad));
+    }
+
+    [Fact]
+    public void Backward_reaches_only_the_trainable_parameters_and_leaks_no_tensor()
+    {
+        using var model = TinyModels.Create();
+        var strategy = Apply(model, new LoraOptions { UseDora = true, Dropout = 0.5 });
+        model.train();
+        using var ids = Ids();
+        DisposeScopeManager.Statistics.Reset();
+        using (NewDisposeScope())
+        {
+            model.call(ModelInput.FromIds(ids)).Logits.pow(2).mean().backward();
+        }
+
+        Assert.Equal(0, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        var layer = strategy.LoraLayers["model.layers.0.self_attn.q_proj"];
+        Assert.True(layer.LoraB("default").weight!.grad!.abs().sum().item<float>() > 0);
+        Assert.True(layer.Magnitude("default")!.grad!.abs().sum().item<float>() > 0);
+        Assert.Equal(0, layer.LoraA("default").weight!.grad!.abs().sum().item<float>()); // B = 0 at init
+        Assert.All(model.named_parameters().Where(p => !p.parameter.requires_grad), p => Assert.Null(p.parameter.grad));
+
+        // Dropout acts on the LoRA branch in training mode only.
+        Randomize(strategy);
+        using var first = Logits(model);
+        using var second = Logits(model);
+        Assert.False(BitEqual(first, second));
+        model.eval();
+        using var third = Logits(model);
+        using var fourth = Logits(model);
+        Assert.True(BitEqual(third, fourth));
     }
 
     [Fact]
