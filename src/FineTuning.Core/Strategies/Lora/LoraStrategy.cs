@@ -402,6 +402,12 @@ public sealed class LoraStrategy : IParameterStrategy
     public void MergeAndUnload(IReadOnlyList<string>? adapterNames, bool safeMerge)
     {
         var model = RequireModel();
+        var tiedCopy = savedModules.FirstOrDefault(w => w.Value.OriginalModule is TiedLinear && active.Any(a => w.Value.GetCopy(a) is not null));
+        if (tiedCopy.Value is not null)
+        {
+            throw new InvalidOperationException($"'{tiedCopy.Key}' is tied to model.embed_tokens, so its trained modules_to_save copy cannot replace it in this model (PEFT unties the config; this model's config is fixed). Save the adapter instead, or train with an untied head.");
+        }
+
         if (disableDepth > 0)
         {
             SetDisabled(false);

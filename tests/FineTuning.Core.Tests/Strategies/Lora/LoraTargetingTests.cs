@@ -192,6 +192,15 @@ public class LoraTargetingTests
             Assert.True(BitEqual(disabled, baseLogits));
         }
 
+        if (tied)
+        {
+            // A trained copy cannot stand in for a head tied to the embeddings.
+            Assert.Throws<InvalidOperationException>(strategy.MergeAndUnload);
+            strategy.Remove();
+            Assert.IsType<TiedLinear>(model.LmHead);
+            return;
+        }
+
         strategy.MergeAndUnload();
         Assert.IsType<TorchSharp.Modules.Linear>(model.LmHead);
         using var unloaded = Logits(model);
