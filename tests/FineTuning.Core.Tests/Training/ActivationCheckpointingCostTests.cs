@@ -32,10 +32,7 @@ public class ActivationCheckpointingCostTests(ITestOutputHelper output)
                 }
 
                 times.Add(clock.Elapsed.TotalMilliseconds);
-                foreach (var p in model.parameters())
-                {
-                    p.grad = null;
-                }
+                TrainingData.ClearGradients(model);
             }
 
             return times.Skip(1).Order().ElementAt(2);

@@ -1,5 +1,4 @@
 using FineTuning.Core.Data;
-using FineTuning.Core.Evaluation;
 using FineTuning.Core.Models;
 using FineTuning.Core.Strategies;
 using FineTuning.Core.Training;
@@ -16,19 +15,7 @@ public class ActivationCheckpointingTests
         model.LayerRunner = checkpointed ? ActivationCheckpointing.Runner : null;
         try
         {
-            using (var scope = NewDisposeScope())
-            {
-                NextTokenLoss.Sum(model, batch).backward();
-            }
-
-            var grads = model.named_parameters().Where(p => p.parameter.grad is not null)
-                .ToDictionary(p => p.name, p => p.parameter.grad!.clone().DetachFromDisposeScope());
-            foreach (var (_, p) in model.named_parameters())
-            {
-                p.grad = null;
-            }
-
-            return grads;
+            return TrainingData.Gradients(model, batch).Gradients;
         }
         finally
         {
@@ -49,12 +36,8 @@ public class ActivationCheckpointingTests
         var batch = BatchCollator.Collate(rows, lossOnCompletionOnly: true);
         var plain = Gradients(model, batch, checkpointed: false);
         var checkpointed = Gradients(model, batch, checkpointed: true);
-        Assert.Equal(plain.Keys.Order(), checkpointed.Keys.Order());
         Assert.Equal(model.named_parameters().Count(), plain.Count);
-        foreach (var (name, grad) in plain)
-        {
-            Assert.True(grad.allclose(checkpointed[name], rtol: 1e-5, atol: 1e-7), $"{name}: max diff {(grad - checkpointed[name]).abs().max().item<float>()}");
-        }
+        TrainingData.AssertClose(plain, checkpointed, rtol: 1e-5, atol: 1e-7);
     }
 
     [Fact]
@@ -67,11 +50,7 @@ public class ActivationCheckpointingTests
         var plain = Gradients(model, batch, checkpointed: false);
         var checkpointed = Gradients(model, batch, checkpointed: true);
         Assert.Equal(2 * model.Config.NumHiddenLayers + 1, plain.Count);
-        Assert.Equal(plain.Keys.Order(), checkpointed.Keys.Order());
-        foreach (var (name, grad) in plain)
-        {
-            Assert.True(grad.allclose(checkpointed[name], rtol: 1e-5, atol: 1e-7), name);
-        }
+        TrainingData.AssertClose(plain, checkpointed, rtol: 1e-5, atol: 1e-7);
     }
 
     [Fact]
@@ -98,9 +77,6 @@ public class ActivationCheckpointingTests
         manual_seed(5);
         var checkpointed = Gradients(checkpointedModel, batch, checkpointed: true);
         Assert.True(get_rng_state().eq(afterPlain).all().item<bool>());
-        foreach (var (name, grad) in plain)
-        {
-            Assert.True(grad.allclose(checkpointed[name], rtol: 1e-5, atol: 1e-7), name);
-        }
+        TrainingData.AssertClose(plain, checkpointed, rtol: 1e-5, atol: 1e-7);
     }
 }

@@ -36,31 +36,10 @@ public class PackingTests
         using var _model = model;
         model.train();
         var examples = TrainingData.Examples(4, seed: 9, minLength: 3, maxLength: 8);
-        Dictionary<string, Tensor> Gradients(CollatedBatch batch, out double loss)
-        {
-            using (var scope = NewDisposeScope())
-            {
-                var mean = Evaluation.NextTokenLoss.Sum(model, batch) / batch.TargetCount;
-                mean.backward();
-                loss = mean.item<float>();
-            }
-
-            var grads = model.named_parameters().ToDictionary(p => p.name, p => p.parameter.grad!.clone().DetachFromDisposeScope());
-            foreach (var (_, p) in model.named_parameters())
-            {
-                p.grad = null;
-            }
-
-            return grads;
-        }
-
-        var plain = Gradients(BatchCollator.Collate(examples.Select(PackedRow.Single).ToList(), true), out var plainLoss);
-        var packed = Gradients(BatchCollator.Collate(SequencePacker.Pack(examples, 16), true), out var packedLoss);
+        var (plainLoss, plain) = TrainingData.Gradients(model, BatchCollator.Collate(examples.Select(PackedRow.Single).ToList(), true));
+        var (packedLoss, packed) = TrainingData.Gradients(model, BatchCollator.Collate(SequencePacker.Pack(examples, 16), true));
         Assert.Equal(plainLoss, packedLoss, 1e-6);
-        foreach (var (name, grad) in plain)
-        {
-            Assert.True(grad.allclose(packed[name], rtol: 1e-4, atol: 1e-7), $"{name}: max diff {(grad - packed[name]).abs().max().item<float>()}");
-        }
+        TrainingData.AssertClose(plain, packed, rtol: 1e-4, atol: 1e-7);
     }
 
     [Fact]

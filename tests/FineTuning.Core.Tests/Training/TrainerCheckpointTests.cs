@@ -11,6 +11,7 @@ namespace FineTuning.Core.Tests.Training;
 public class TrainerCheckpointTests
 {
     private static readonly List<TokenizedExample> Data = TrainingData.Examples(10, seed: 5);
+    private static readonly List<TokenizedExample> Eval = TrainingData.Examples(3, seed: 50);
 
     // 10 examples, batch 2, accumulation 2: 3 steps per epoch (the last with one micro-batch), 2 epochs = 6 steps.
     private static TrainingOptions Options(string output) => TrainingData.Fast with
@@ -60,7 +61,7 @@ public class TrainerCheckpointTests
         Dictionary<string, TorchSharp.torch.Tensor> expectedWeights;
         using (model)
         {
-            expected = TrainingData.Trainer(model, strategy, Options(full.Path)).Train(Data);
+            expected = TrainingData.Trainer(model, strategy, Options(full.Path)).Train(Data, Eval);
             expectedWeights = TrainingData.Snapshot(model);
         }
 
@@ -69,7 +70,7 @@ public class TrainerCheckpointTests
         using (first)
         {
             using var cancel = CancelAtStep(stopAt, out var progress);
-            var stopped = TrainingData.Trainer(first, firstStrategy, Options(split.Path)).Train(Data, progress: progress, cancellationToken: cancel.Token);
+            var stopped = TrainingData.Trainer(first, firstStrategy, Options(split.Path)).Train(Data, Eval, progress, cancel.Token);
             Assert.True(stopped.Cancelled);
             Assert.Equal(stopAt, stopped.Steps);
         }
@@ -86,10 +87,14 @@ public class TrainerCheckpointTests
                 }
             }
 
-            var resumed = TrainingData.Trainer(second, secondStrategy, Options(split.Path) with { ResumeFrom = split.Path }).Train(Data);
+            var resumed = TrainingData.Trainer(second, secondStrategy, Options(split.Path) with { ResumeFrom = split.Path }).Train(Data, Eval);
             Assert.False(resumed.Cancelled);
             Assert.Equal(6, resumed.Steps);
             Assert.Equal(expected.LossHistory, resumed.LossHistory);
+            Assert.Equal([3, 6], resumed.EvalLosses.Select(e => e.Step));
+            Assert.Equal(expected.EvalLosses, resumed.EvalLosses);
+            Assert.Equal(expected.BestEvalLoss, resumed.BestEvalLoss);
+            Assert.Equal(expected.TokensSeen, resumed.TokensSeen);
             TrainingData.AssertSameWeights(expectedWeights, second);
         }
     }

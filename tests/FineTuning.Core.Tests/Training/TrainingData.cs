@@ -52,6 +52,41 @@ internal static class TrainingData
         Schedule = new ScheduleOptions { Kind = ScheduleKind.Linear, WarmupSteps = 1 },
     };
 
+    /// <summary>Runs forward and backward of the mean next-token loss; returns it and copies of the gradients, which are then cleared.</summary>
+    public static (double Loss, Dictionary<string, Tensor> Gradients) Gradients(CausalLanguageModel model, CollatedBatch batch)
+    {
+        double loss;
+        using (var scope = NewDisposeScope())
+        {
+            var mean = Evaluation.NextTokenLoss.Sum(model, batch) / batch.TargetCount;
+            mean.backward();
+            loss = mean.item<float>();
+        }
+
+        var grads = model.named_parameters().Where(p => p.parameter.grad is not null)
+            .ToDictionary(p => p.name, p => p.parameter.grad!.clone().DetachFromDisposeScope());
+        ClearGradients(model);
+        return (loss, grads);
+    }
+
+    public static void ClearGradients(nn.Module model)
+    {
+        foreach (var p in model.parameters())
+        {
+            p.grad = null;
+        }
+    }
+
+    /// <summary>Asserts two sets of gradients (or weights) are equal within a tolerance, naming the first that differs.</summary>
+    public static void AssertClose(Dictionary<string, Tensor> expected, Dictionary<string, Tensor> actual, double rtol, double atol)
+    {
+        Xunit.Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
+        foreach (var (name, t) in expected)
+        {
+            Xunit.Assert.True(t.allclose(actual[name], rtol: rtol, atol: atol), $"{name}: max diff {(t - actual[name]).abs().max().item<float>()}");
+        }
+    }
+
     /// <summary>Copies of every parameter, by name.</summary>
     public static Dictionary<string, Tensor> Snapshot(nn.Module model)
     {
@@ -59,14 +94,8 @@ internal static class TrainingData
         return model.named_parameters().ToDictionary(p => p.name, p => p.parameter.detach().clone().DetachFromDisposeScope());
     }
 
-    public static void AssertSameWeights(Dictionary<string, Tensor> expected, nn.Module model, double tolerance = 0)
-    {
-        foreach (var (name, p) in model.named_parameters())
-        {
-            var same = tolerance == 0 ? p.eq(expected[name]).all().item<bool>() : p.allclose(expected[name], rtol: 0, atol: tolerance);
-            Xunit.Assert.True(same, $"{name} differs: max {(p - expected[name]).abs().max().item<float>()}");
-        }
-    }
+    public static void AssertSameWeights(Dictionary<string, Tensor> expected, nn.Module model) =>
+        AssertClose(expected, Snapshot(model), rtol: 0, atol: 0);
 }
 
 /// <summary>An <see cref="IProgress{T}"/> that runs its handler immediately on the reporting thread.</summary>
