@@ -65,28 +65,21 @@ internal sealed class AdamWOptimizer : IDisposable
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var grads = slots.Select(s => s.Parameter.grad is { } g ? g.to(ScalarType.Float32) : null).ToArray();
-        var present = grads.OfType<Tensor>().ToList();
-        if (present.Count == 0)
+        var grads = slots.Select(s => s.Parameter.grad).ToArray();
+        if (grads.All(g => g is null))
         {
             return 0;
         }
 
-        var norm = stack(present.Select(g => g.norm())).norm().item<float>();
+        // Per-parameter norms first, so that only one fp32 copy of a bf16 gradient exists at a time.
+        var norms = grads.OfType<Tensor>().Select(g => WithFp32(g, g32 => g32.norm())).ToList();
+        var norm = stack(norms).norm().item<float>();
         if (!float.IsFinite(norm))
         {
             return norm;
         }
 
-        if (maxGradNorm is { } max && max / (norm + 1e-6) < 1)
-        {
-            var coefficient = max / (norm + 1e-6);
-            foreach (var g in present)
-            {
-                g.mul_(coefficient);
-            }
-        }
-
+        var coefficient = maxGradNorm is { } max && max / (norm + 1e-6) < 1 ? max / (norm + 1e-6) : 1.0;
         StepCount++;
         var stepSize = learningRate / (1 - Math.Pow(options.Beta1, StepCount));
         var secondCorrectionRoot = Math.Sqrt(1 - Math.Pow(options.Beta2, StepCount));
@@ -98,22 +91,42 @@ internal sealed class AdamWOptimizer : IDisposable
             }
 
             var slot = slots[i];
-            if (slot.Decay && options.WeightDecay > 0)
+            WithFp32(grad, g32 =>
             {
-                slot.Master.mul_(1 - (learningRate * options.WeightDecay));
-            }
+                if (coefficient < 1)
+                {
+                    g32.mul_(coefficient);
+                }
 
-            slot.ExpAvg.lerp_(grad, 1 - options.Beta1);
-            slot.ExpAvgSq.mul_(options.Beta2).addcmul_(grad, grad, value: 1 - options.Beta2);
-            var denominator = (slot.ExpAvgSq.sqrt() / secondCorrectionRoot).add_(options.Epsilon);
-            slot.Master.addcdiv_(slot.ExpAvg, denominator, value: -stepSize);
-            if (slot.HasMaster)
-            {
-                slot.Parameter.copy_(slot.Master);
-            }
+                if (slot.Decay && options.WeightDecay > 0)
+                {
+                    slot.Master.mul_(1 - (learningRate * options.WeightDecay));
+                }
+
+                slot.ExpAvg.lerp_(g32, 1 - options.Beta1);
+                slot.ExpAvgSq.mul_(options.Beta2).addcmul_(g32, g32, value: 1 - options.Beta2);
+                var denominator = (slot.ExpAvgSq.sqrt() / secondCorrectionRoot).add_(options.Epsilon);
+                slot.Master.addcdiv_(slot.ExpAvg, denominator, value: -stepSize);
+                if (slot.HasMaster)
+                {
+                    slot.Parameter.copy_(slot.Master);
+                }
+
+                return slot.Master;
+            });
         }
 
         return norm;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="action"/> on the gradient in fp32 (itself when it is fp32, so clipping is in place as in
+    /// PyTorch) inside its own dispose scope; the returned tensor is moved to the caller's scope.
+    /// </summary>
+    private static Tensor WithFp32(Tensor grad, Func<Tensor, Tensor> action)
+    {
+        using var scope = NewDisposeScope();
+        return action(grad.to(ScalarType.Float32)).alias().MoveToOuterDisposeScope();
     }
 
     /// <summary>Drops every gradient (sets it to none, freeing its memory until the next backward).</summary>

@@ -23,7 +23,7 @@ internal sealed class TrainingRun : IDisposable
     private readonly CancellationToken cancellationToken;
     private readonly IReadOnlyList<PackedRow> rows;
     private readonly IReadOnlyList<TokenizedExample>? evalExamples;
-    private readonly AdamWOptimizer optimizer;
+    private AdamWOptimizer? optimizer;
     private readonly int microBatchesPerEpoch;
     private readonly int totalSteps;
     private readonly int skippedExamples;
@@ -69,7 +69,6 @@ internal sealed class TrainingRun : IDisposable
         microBatchesPerEpoch = (rows.Count + options.BatchSize - 1) / options.BatchSize;
         var stepsPerEpoch = (microBatchesPerEpoch + options.GradientAccumulationSteps - 1) / options.GradientAccumulationSteps;
         totalSteps = options.MaxSteps ?? checked(options.Epochs * stepsPerEpoch);
-        optimizer = new AdamWOptimizer(strategy.TrainableParameters(), options.Optimizer);
     }
 
     public TrainingResult Execute()
@@ -136,13 +135,16 @@ internal sealed class TrainingRun : IDisposable
         finally
         {
             clock.Stop();
-            optimizer.ZeroGrad();
+            optimizer?.ZeroGrad();
             model.LayerRunner = previousRunner;
             model.train(wasTraining);
         }
     }
 
-    public void Dispose() => optimizer.Dispose();
+    public void Dispose() => optimizer?.Dispose();
+
+    /// <summary>The optimizer, created by <see cref="Start"/> once the strategy state is loaded.</summary>
+    private AdamWOptimizer Optimizer => optimizer ?? throw new InvalidOperationException("The run has not started.");
 
     private List<TokenizedExample> Prepare(IReadOnlyList<TokenizedExample> data, string parameter)
     {
@@ -192,7 +194,9 @@ internal sealed class TrainingRun : IDisposable
             WarnIfDifferent(checkpoint, "batch size", state.BatchSize, options.BatchSize);
             WarnIfDifferent(checkpoint, "gradient accumulation", state.GradientAccumulationSteps, options.GradientAccumulationSteps);
             WarnIfDifferent(checkpoint, "total step count", state.TotalSteps, totalSteps);
+            // The strategy loads first: the optimizer takes the parameters (and master copies) as they are then.
             strategy.Load(checkpoint);
+            optimizer = new AdamWOptimizer(strategy.TrainableParameters(), options.Optimizer);
             optimizer.Load(Path.Combine(checkpoint, TrainingCheckpoints.OptimizerFileName));
             using (var rng = tensor(Convert.FromBase64String(state.RngState)))
             {
@@ -212,6 +216,7 @@ internal sealed class TrainingRun : IDisposable
                 GradientAccumulationSteps = options.GradientAccumulationSteps,
             };
             manual_seed(options.Seed);
+            optimizer = new AdamWOptimizer(strategy.TrainableParameters(), options.Optimizer);
         }
 
         state.TotalSteps = totalSteps;
@@ -251,7 +256,7 @@ internal sealed class TrainingRun : IDisposable
         {
             if (cancellationToken.IsCancellationRequested)
             {
-                optimizer.ZeroGrad();
+                Optimizer.ZeroGrad();
                 return false;
             }
 
@@ -262,8 +267,8 @@ internal sealed class TrainingRun : IDisposable
         }
 
         var learningRate = LearningRateSchedule.LearningRate(options.Optimizer.LearningRate, options.Schedule, state.GlobalStep, totalSteps);
-        var gradNorm = optimizer.Step(learningRate, options.MaxGradNorm);
-        optimizer.ZeroGrad();
+        var gradNorm = Optimizer.Step(learningRate, options.MaxGradNorm);
+        Optimizer.ZeroGrad();
         if (!double.IsFinite(gradNorm))
         {
             TrainerLog.SkippedStep(logger, state.GlobalStep + 1, gradNorm);
@@ -362,7 +367,7 @@ internal sealed class TrainingRun : IDisposable
             folder =>
             {
                 strategy.Save(folder);
-                optimizer.Save(Path.Combine(folder, TrainingCheckpoints.OptimizerFileName));
+                Optimizer.Save(Path.Combine(folder, TrainingCheckpoints.OptimizerFileName));
                 AtomicFile.WriteAllText(Path.Combine(folder, TrainingCheckpoints.StateFileName), JsonSerializer.Serialize(state, TrainingJsonContext.Default.TrainerState));
             },
             options.KeepCheckpoints);

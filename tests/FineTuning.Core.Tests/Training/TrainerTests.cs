@@ -36,7 +36,8 @@ public class TrainerTests(ITestOutputHelper output)
         Assert.Throws<ArgumentException>(() => trainer.Train([new TokenizedExample([5, 6, 7], [true, false, false])]));
 
         // GPT-2 ids do not fit a 97-token model.
-        Assert.Throws<ArgumentException>(() => trainer.Train([new TextExample("Hello there, general Kenobi")]));
+        var error = Assert.Throws<ArgumentException>(() => trainer.Train([new TextExample("Hello there, general Kenobi")]));
+        Assert.Contains("vocabulary of 97", error.Message);
     }
 
     [Fact]
@@ -76,8 +77,16 @@ public class TrainerTests(ITestOutputHelper output)
         var (model, strategy) = TrainingData.FullSft();
         using var _ = model;
         var reports = new List<TrainingProgress>();
+        var modes = new List<bool>();
         var options = TrainingData.Fast with { MaxSteps = 7, LogEverySteps = 3, Schedule = new ScheduleOptions { Kind = ScheduleKind.Constant } };
-        var result = TrainingData.Trainer(model, strategy, options).Train(TrainingData.Examples(6), progress: new SyncProgress<TrainingProgress>(reports.Add));
+        var progress = new SyncProgress<TrainingProgress>(p =>
+        {
+            reports.Add(p);
+            modes.Add(model.training);
+        });
+        var result = TrainingData.Trainer(model, strategy, options).Train(TrainingData.Examples(6), progress: progress);
+        Assert.All(modes, Assert.True);
+        Assert.False(model.training);
         Assert.Equal([3, 6, 7], reports.Select(r => r.Step));
         Assert.All(reports, r => Assert.Equal(7, r.TotalSteps));
         Assert.Equal(result.LossHistory.Take(3).Average(), reports[0].Loss, 12);
