@@ -27,7 +27,7 @@ internal sealed class EvalCommand : ICommand
         commandLine.RejectUnknown(1);
 
         var tokenizer = TokenizerLoader.Load(directory);
-        var template = templateName is not null ? ChatTemplates.Get(templateName) : ChatTemplates.Detect(tokenizer.Config) ?? ChatTemplates.Get(ChatTemplates.ChatMl);
+        var template = ChatTemplates.Resolve(templateName, tokenizer.Config);
         var examples = JsonlDataset.Load(dataPath);
         // Each line is scored as the tokenizer encodes it: BOS only where tokenizer_config.json asks for it.
         var formatter = new ExampleFormatter(tokenizer, template, new ExampleFormatterOptions { AppendEosToText = false });

@@ -56,6 +56,22 @@ public static class ChatTemplates
     }
 
     /// <summary>
+    /// The template a tokenizer's data should use: the named one when <paramref name="name"/> is given (with the
+    /// tokenizer's BOS/EOS texts), otherwise the one <see cref="Detect(TokenizerConfig)"/> finds, otherwise chatml.
+    /// </summary>
+    /// <param name="name">A template name from <see cref="Names"/>, or <see langword="null"/> to detect.</param>
+    /// <param name="config">The tokenizer configuration.</param>
+    /// <returns>The template.</returns>
+    /// <exception cref="ArgumentException">The name is unknown.</exception>
+    public static IChatTemplate Resolve(string? name, TokenizerConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        return name is not null
+            ? Get(name, new ChatTemplateOptions { BosToken = config.BosToken, EosToken = config.EosToken })
+            : Detect(config) ?? Get(ChatMl);
+    }
+
+    /// <summary>
     /// Identifies the template family from the Jinja <c>chat_template</c> of a tokenizer_config.json, by its markers:
     /// <c>&lt;|im_start|&gt;</c> (chatml, with the template's built-in default system message if it has one),
     /// <c>&lt;|start_header_id|&gt;</c> (llama3), <c>&lt;|user|&gt;</c> (zephyr), <c>[INST]</c> with <c>&lt;&lt;SYS&gt;&gt;</c> (llama2)

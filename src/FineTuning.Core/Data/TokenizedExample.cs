@@ -31,4 +31,11 @@ public sealed record TokenizedExample
 
     /// <summary>The number of trainable tokens.</summary>
     public int TrainableCount => TrainableMask.Count(flag => flag);
+
+    /// <summary>Whether the example predicts anything: a second token exists and, with <paramref name="trainableOnly"/>, a trainable one after the first.</summary>
+    internal bool HasTargets(bool trainableOnly) => Length > 1 && (!trainableOnly || TrainableMask.Skip(1).Any(flag => flag));
+
+    /// <summary>The example cut to at most <paramref name="maxLength"/> tokens (itself when it is not longer).</summary>
+    internal TokenizedExample Truncate(int maxLength) =>
+        Length <= maxLength ? this : new TokenizedExample(InputIds.Take(maxLength).ToList(), TrainableMask.Take(maxLength).ToList());
 }

@@ -16,42 +16,40 @@ public static class LanguageModelEvaluator
     /// <returns>The mean loss, perplexity and token count.</returns>
     public static EvaluationResult Evaluate(CausalLanguageModel model, IEnumerable<TokenizedExample> examples, bool trainableTokensOnly = false, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(examples);
+        return Evaluate(model, examples.ToList(), trainableTokensOnly, batchSize: 1, cancellationToken);
+    }
+
+    /// <summary>Scores examples in right-padded batches of <paramref name="batchSize"/> (the trainer's evaluation).</summary>
+    internal static EvaluationResult Evaluate(CausalLanguageModel model, IReadOnlyList<TokenizedExample> examples, bool trainableTokensOnly, int batchSize, CancellationToken cancellationToken)
+    {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(examples);
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
+        for (var i = 0; i < examples.Count; i++)
+        {
+            if (examples[i].Length > model.Config.MaxPositionEmbeddings)
+            {
+                throw new ArgumentException($"Example {i + 1} has {examples[i].Length} tokens, more than the model's max_position_embeddings ({model.Config.MaxPositionEmbeddings}).", nameof(examples));
+            }
+        }
+
+        // Examples shorter than two tokens, or without a trainable token to score, predict nothing.
+        var scorable = examples.Where(e => e.HasTargets(trainableTokensOnly)).Select(PackedRow.Single).ToList();
         double totalLoss = 0;
         long tokens = 0;
-        var count = 0;
         var wasTraining = model.training;
         model.eval();
         try
         {
             using var noGrad = no_grad();
-            foreach (var example in examples)
+            foreach (var rows in scorable.Chunk(batchSize))
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                count++;
-                var length = example.InputIds.Count;
-                if (length > model.Config.MaxPositionEmbeddings)
-                {
-                    throw new ArgumentException($"Example {count} has {length} tokens, more than the model's max_position_embeddings ({model.Config.MaxPositionEmbeddings}).", nameof(examples));
-                }
-
-                var targets = Enumerable.Range(1, length - 1)
-                    .Select(i => !trainableTokensOnly || example.TrainableMask[i] ? (long)example.InputIds[i] : -100L)
-                    .ToArray();
-                var scored = targets.Count(t => t != -100);
-                if (scored == 0)
-                {
-                    continue;
-                }
-
                 using var scope = NewDisposeScope();
-                var ids = tensor(example.InputIds.Select(i => (long)i).ToArray(), [1, length], dtype: ScalarType.Int64, device: model.Device);
-                var logits = model.call(ModelInput.FromIds(ids)).Logits;
-                var predicted = logits[0].narrow(0, 0, length - 1);
-                var labels = tensor(targets, dtype: ScalarType.Int64, device: model.Device);
-                totalLoss += nn.functional.cross_entropy(predicted, labels, ignore_index: -100, reduction: nn.Reduction.Sum).item<float>();
-                tokens += scored;
+                var batch = BatchCollator.Collate(rows, trainableTokensOnly);
+                totalLoss += NextTokenLoss.Sum(model, batch).item<float>();
+                tokens += batch.TargetCount;
             }
         }
         finally
@@ -64,6 +62,6 @@ public static class LanguageModelEvaluator
             throw new ArgumentException("No example has a token to predict (each needs at least two tokens).", nameof(examples));
         }
 
-        return new EvaluationResult(totalLoss / tokens, tokens, count);
+        return new EvaluationResult(totalLoss / tokens, tokens, examples.Count);
     }
 }

@@ -6,15 +6,22 @@ namespace FineTuning.Core.Models;
 internal static class AttentionMaskBuilder
 {
     /// <summary>
-    /// Combines causality, an optional sliding window, key padding and prefix positions into a mask
-    /// [batch, 1, seq, prefix + past + seq] (true = attend). Returns no mask where SDPA's causal flag suffices.
+    /// Combines causality, an optional sliding window, key padding, packed-sequence ids and prefix positions into a
+    /// mask [batch, 1, seq, prefix + past + seq] (true = attend). Returns no mask where SDPA's causal flag suffices.
     /// A padded query position is allowed to attend to itself so no row is fully masked (which would give NaN).
+    /// With <paramref name="sequenceIds"/> ([batch, seq], only without past positions) a query attends only to keys
+    /// of its own sequence (a block-diagonal causal mask); prefix positions stay visible to every sequence.
     /// </summary>
-    public static (Tensor? Mask, bool IsCausal) Build(long batch, long seq, long past, int prefixLength, Tensor? padding, int? slidingWindow, Device device)
+    public static (Tensor? Mask, bool IsCausal) Build(long batch, long seq, long past, int prefixLength, Tensor? padding, int? slidingWindow, Device device, Tensor? sequenceIds = null)
     {
         var total = past + seq;
         var windowMatters = slidingWindow is { } w && total > w;
-        if (padding is null && prefixLength == 0 && !windowMatters)
+        if (sequenceIds is not null && past != 0)
+        {
+            throw new ArgumentException("Sequence ids (packed rows) cannot be combined with cached past positions.", nameof(sequenceIds));
+        }
+
+        if (padding is null && sequenceIds is null && prefixLength == 0 && !windowMatters)
         {
             if (seq == 1)
             {
@@ -41,6 +48,11 @@ internal static class AttentionMaskBuilder
         {
             allowed = (allowed & padding.to(ScalarType.Bool).view(batch, 1, 1, total))
                 | (keyPositions == queryPositions).view(1, 1, seq, total);
+        }
+
+        if (sequenceIds is not null)
+        {
+            allowed = allowed & (sequenceIds.view(batch, 1, seq, 1) == sequenceIds.view(batch, 1, 1, seq));
         }
 
         if (prefixLength > 0)

@@ -191,6 +191,11 @@ public sealed class CausalLanguageModel : nn.Module<ModelInput, ModelOutput>, IR
         var positions = input.PositionIds;
 
         var virtualTokens = 0;
+        if (input.SequenceIds is { } sequenceIds && (sequenceIds.dim() != 2 || sequenceIds.shape[0] != batch || sequenceIds.shape[1] != seq || past != 0 || InputEmbeddingsHook is not null))
+        {
+            throw new ArgumentException($"SequenceIds must be [batch={batch}, seq={seq}] with no cached positions and no input-embeddings hook, got [{string.Join(", ", sequenceIds.shape)}] with {past} cached.", nameof(input));
+        }
+
         if (InputEmbeddingsHook is { } hook && past == 0)
         {
             virtualTokens = hook.VirtualTokenCount;
@@ -225,7 +230,7 @@ public sealed class CausalLanguageModel : nn.Module<ModelInput, ModelOutput>, IR
             ? arange(prefixLength + past, prefixLength + past + totalSeq, dtype: ScalarType.Int64, device: embeddings.device).expand(batch, totalSeq)
             : positions + prefixLength;
         var (cos, sin) = model.Rotary.Compute(positions);
-        var (mask, isCausal) = AttentionMaskBuilder.Build(batch, totalSeq, past, prefixLength, padding, Config.SlidingWindow, embeddings.device);
+        var (mask, isCausal) = AttentionMaskBuilder.Build(batch, totalSeq, past, prefixLength, padding, Config.SlidingWindow, embeddings.device, input.SequenceIds);
         var context = new AttentionContext(cos, sin, mask, isCausal, cache);
 
         var hidden = embeddings;

@@ -23,6 +23,13 @@ public sealed record ModelInput
     /// <summary>Absolute positions of the new tokens, [batch, seq] int64; <c>null</c> means past..past+seq-1.</summary>
     public Tensor? PositionIds { get; init; }
 
+    /// <summary>
+    /// Packed-sequence ids of the new tokens, [batch, seq] int64, or <c>null</c>. When set, a token attends only to
+    /// earlier tokens with the same id, so several examples packed into one row never see each other (give each
+    /// example its own <see cref="PositionIds"/> starting at 0). Needs no cache and no input-embeddings hook.
+    /// </summary>
+    public Tensor? SequenceIds { get; init; }
+
     /// <summary>The KV cache to read past positions from and append the new ones to; <c>null</c> for none.</summary>
     public KeyValueCache? Cache { get; init; }
 

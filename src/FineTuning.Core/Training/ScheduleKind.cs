@@ -6,9 +6,9 @@ public enum ScheduleKind
     /// <summary>Stays at the peak.</summary>
     Constant,
 
-    /// <summary>Falls linearly from the peak to the minimum at the last step.</summary>
+    /// <summary>Falls linearly from the peak, reaching the minimum just after the last step (as Hugging Face's linear schedule).</summary>
     Linear,
 
-    /// <summary>Follows half a cosine from the peak to the minimum at the last step.</summary>
+    /// <summary>Follows half a cosine from the peak, reaching the minimum just after the last step (as Hugging Face's cosine schedule).</summary>
     Cosine,
 }

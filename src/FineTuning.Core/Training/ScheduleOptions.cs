@@ -1,6 +1,6 @@
 namespace FineTuning.Core.Training;
 
-/// <summary>The learning-rate schedule: a linear warmup from 0, then <see cref="Kind"/>.</summary>
+/// <summary>The learning-rate schedule: a linear warmup from 0, then <see cref="Kind"/>; see <see cref="LearningRateSchedule"/> for the formulas.</summary>
 public sealed record ScheduleOptions
 {
     /// <summary>The defaults: linear decay, no warmup.</summary>
@@ -12,7 +12,7 @@ public sealed record ScheduleOptions
     /// <summary>Warmup length in optimizer steps; when <c>null</c>, <see cref="WarmupRatio"/> of all steps.</summary>
     public int? WarmupSteps { get; init; }
 
-    /// <summary>Warmup length as a share of all optimizer steps (used when <see cref="WarmupSteps"/> is <c>null</c>).</summary>
+    /// <summary>Warmup length as a share of all optimizer steps, rounded up (used when <see cref="WarmupSteps"/> is <c>null</c>).</summary>
     public double WarmupRatio { get; init; }
 
     /// <summary>The final learning rate as a share of the peak for linear and cosine (0 = decay to zero).</summary>

@@ -59,6 +59,14 @@ public sealed record TrainingOptions
     /// <summary>Write a checkpoint every N optimizer steps (needs <see cref="OutputDirectory"/>); <c>null</c> writes only the final result.</summary>
     public int? CheckpointEverySteps { get; init; }
 
+    /// <summary>
+    /// Continue a run from a checkpoint: a <c>checkpoint-{step}</c> folder, or a folder holding such folders (the
+    /// newest complete one is used, e.g. the previous run's <see cref="OutputDirectory"/>). The strategy's weights,
+    /// the optimizer state, the data position and the random state are restored, so with the same data and options the
+    /// run continues the same trajectory. <c>null</c> starts afresh.
+    /// </summary>
+    public string? ResumeFrom { get; init; }
+
     /// <summary>How many step checkpoints to keep (older ones are deleted).</summary>
     public int KeepCheckpoints { get; init; } = 2;
 
@@ -116,6 +124,11 @@ public sealed record TrainingOptions
             {
                 throw new InvalidOptionException(prefix + nameof(CheckpointEverySteps), $"needs {nameof(OutputDirectory)} to be set.");
             }
+        }
+
+        if (ResumeFrom is { Length: 0 })
+        {
+            throw new InvalidOptionException(prefix + nameof(ResumeFrom), "must be a folder path or null.");
         }
 
         Positive(KeepCheckpoints, prefix + nameof(KeepCheckpoints));
