@@ -11,12 +11,26 @@ public static class CliApplication
 
           init <out-dir> --preset tiny|small [--seed N]
                  write a randomly initialised LLaMA-architecture model (config, safetensors, GPT-2 tokenizer)
-          inspect <model-dir>
+          inspect <model-dir> [--method sft|lora [method options]]
                  print the config summary and PEFT's parameter line (meta device when only config.json exists)
-          eval <model-dir> --data file.jsonl [--json] [--device D] [--dtype T]
-                 mean cross-entropy per predicted token and perplexity, each line scored on its own
-          generate <model-dir> --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed N]
+          train <model-dir> --data train.jsonl [--eval eval.jsonl] --method sft|lora --out <dir>
+                [--lr X] [--epochs N] [--max-steps N] [--batch-size N] [--grad-accum N] [--seq-len N] [--seed N]
+                [--schedule constant|linear|cosine] [--warmup-steps N] [--warmup-ratio X] [--weight-decay X]
+                [--max-grad-norm X] [--packing] [--gradient-checkpointing] [--all-tokens] [--template NAME]
+                [--eval-every N] [--early-stopping PATIENCE] [--checkpoint-every N] [--resume <checkpoint-dir>]
+                 fine-tune; writes an adapter folder (lora) or a model folder (sft) to --out
+          merge <model-dir> --adapter DIR --out <dir>
+                 fold an adapter into the base weights and write a plain Hugging Face model folder
+          eval <model-dir> --data file.jsonl [--adapter DIR]... [--completion-only] [--json] [--template NAME]
+                 mean cross-entropy per predicted token, perplexity, token accuracy and exact match, each line
+                 scored on its own (--completion-only: only completion/assistant tokens, as training does)
+          generate <model-dir> --prompt TEXT [--adapter DIR]... [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed N]
                  continue a prompt (greedy when temperature is 0, the default)
+
+        Method options: sft: [--freeze-embeddings] [--freeze-layers N]
+                        lora: [--r N] [--alpha X (default 2r)] [--dropout X] [--targets a,b|all-linear|regex:PATTERN]
+                              [--rslora] [--dora]
+        Several --adapter folders (LoRA) are active together: their updates add up.
 
         Common options: --device cpu|cuda:N (default cpu), --dtype float32|bfloat16|float16 (default: the model's).
         """;
@@ -40,6 +54,8 @@ public static class CliApplication
             {
                 "init" => new InitCommand(),
                 "inspect" => new InspectCommand(),
+                "train" => new TrainCommand(),
+                "merge" => new MergeCommand(),
                 "eval" => new EvalCommand(),
                 "generate" => new GenerateCommand(),
                 _ => throw new UsageException($"Unknown command '{args[0]}'."),

@@ -14,7 +14,7 @@ namespace FineTuning.Cli.Commands;
 /// </summary>
 internal sealed class EvalCommand : ICommand
 {
-    public IReadOnlySet<string> Flags { get; } = new HashSet<string> { "json" };
+    public IReadOnlySet<string> Flags { get; } = new HashSet<string> { "json", "completion-only" };
 
     public int Execute(CommandLine commandLine, TextWriter output, TextWriter error)
     {
@@ -24,6 +24,8 @@ internal sealed class EvalCommand : ICommand
         var templateName = commandLine.String("template");
         var device = CommonOptions.Device(commandLine);
         var dtype = CommonOptions.DType(commandLine);
+        var adapters = commandLine.Strings("adapter");
+        var completionOnly = commandLine.Flag("completion-only");
         commandLine.RejectUnknown(1);
 
         var tokenizer = TokenizerLoader.Load(directory);
@@ -32,16 +34,18 @@ internal sealed class EvalCommand : ICommand
         // Each line is scored as the tokenizer encodes it: BOS only where tokenizer_config.json asks for it.
         var formatter = new ExampleFormatter(tokenizer, template, new ExampleFormatterOptions { AppendEosToText = false });
         var tokenized = formatter.FormatAll(examples);
-        using var model = HuggingFaceModel.Load(directory, new ModelLoadOptions { Device = device, DType = dtype });
-        var result = LanguageModelEvaluator.Evaluate(model, tokenized);
+        using var model = ModelLoading.Load(directory, device, dtype, adapters);
+        var result = LanguageModelEvaluator.Evaluate(model, tokenized, trainableTokensOnly: completionOnly);
 
         output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"examples: {result.Examples}"));
         output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"tokens: {result.Tokens}"));
         output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"loss: {result.Loss:F6}"));
         output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"perplexity: {result.Perplexity:F4}"));
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"token_accuracy: {result.TokenAccuracy:F4}"));
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"exact_match: {result.ExactMatch:F4}"));
         if (json)
         {
-            output.WriteLine(JsonSerializer.Serialize(new { loss = result.Loss, perplexity = result.Perplexity, tokens = result.Tokens }));
+            output.WriteLine(JsonSerializer.Serialize(new { loss = result.Loss, perplexity = result.Perplexity, tokens = result.Tokens, token_accuracy = result.TokenAccuracy, exact_match = result.ExactMatch }));
         }
 
         return 0;

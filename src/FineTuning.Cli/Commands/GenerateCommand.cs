@@ -1,10 +1,9 @@
 using FineTuning.Core.Generation;
-using FineTuning.Core.IO;
 using FineTuning.Core.Tokenization;
 
 namespace FineTuning.Cli.Commands;
 
-/// <summary><c>finetune generate &lt;model-dir&gt; --prompt TEXT [...]</c>: prints the continuation.</summary>
+/// <summary><c>finetune generate &lt;model-dir&gt; --prompt TEXT [--adapter DIR]... [...]</c>: prints the continuation.</summary>
 internal sealed class GenerateCommand : ICommand
 {
     public IReadOnlySet<string> Flags { get; } = new HashSet<string>();
@@ -23,6 +22,7 @@ internal sealed class GenerateCommand : ICommand
         };
         var device = CommonOptions.Device(commandLine);
         var dtype = CommonOptions.DType(commandLine);
+        var adapters = commandLine.Strings("adapter");
         commandLine.RejectUnknown(1);
         try
         {
@@ -34,7 +34,7 @@ internal sealed class GenerateCommand : ICommand
         }
 
         var tokenizer = TokenizerLoader.Load(directory);
-        using var model = HuggingFaceModel.Load(directory, new ModelLoadOptions { Device = device, DType = dtype });
+        using var model = ModelLoading.Load(directory, device, dtype, adapters);
         var promptIds = tokenizer.Encode(prompt).ToList();
         if (promptIds.Count == 0)
         {

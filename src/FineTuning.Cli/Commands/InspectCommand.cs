@@ -1,22 +1,25 @@
 using FineTuning.Core.IO;
 using FineTuning.Core.Models;
+using FineTuning.Core.Strategies;
 using TorchSharp;
 
 namespace FineTuning.Cli.Commands;
 
 /// <summary>
 /// <c>finetune inspect &lt;model-dir&gt;</c>: the config summary, then PEFT's parameter line as the last line.
-/// A folder with only config.json is counted on the meta device (no memory).
+/// A folder with only config.json is counted on the meta device (no memory). With <c>--method</c> the method is
+/// applied first, so the line shows what would train (e.g. <c>--method lora --r 8 --targets q_proj,v_proj</c>).
 /// </summary>
 internal sealed class InspectCommand : ICommand
 {
-    public IReadOnlySet<string> Flags { get; } = new HashSet<string>();
+    public IReadOnlySet<string> Flags { get; } = new HashSet<string>(MethodOptions.FlagNames);
 
     public int Execute(CommandLine commandLine, TextWriter output, TextWriter error)
     {
         var directory = commandLine.Positional(0, "model-dir");
         var device = CommonOptions.Device(commandLine);
         var dtype = CommonOptions.DType(commandLine);
+        var strategy = MethodOptions.Read(commandLine, required: false);
         commandLine.RejectUnknown(1);
 
         var config = ModelConfig.Load(Path.Combine(directory, "config.json"));
@@ -26,6 +29,13 @@ internal sealed class InspectCommand : ICommand
             ? HuggingFaceModel.Load(directory, new ModelLoadOptions { Device = device, DType = dtype })
             : CausalLanguageModel.Create(config, torch.META, dtype ?? config.DefaultScalarType);
         output.WriteLine(hasWeights ? $"weights: loaded on {device}" : "weights: none (counted on the meta device)");
+        if (strategy is not null)
+        {
+            var applied = strategy();
+            applied.Apply(model, StrategyContext.Empty);
+            output.WriteLine($"method: {applied.Method}");
+        }
+
         output.WriteLine(model.CountParameters().ToPeftLine());
         return 0;
     }

@@ -13,7 +13,7 @@ public static class LanguageModelEvaluator
     /// <param name="examples">Tokenized examples; those shorter than two tokens predict nothing and are skipped.</param>
     /// <param name="trainableTokensOnly">Score only tokens marked trainable (completion/assistant), as the trainer's loss does.</param>
     /// <param name="cancellationToken">Checked between examples.</param>
-    /// <returns>The mean loss, perplexity and token count.</returns>
+    /// <returns>The mean loss, perplexity, token count, token accuracy and exact-match share.</returns>
     public static EvaluationResult Evaluate(CausalLanguageModel model, IEnumerable<TokenizedExample> examples, bool trainableTokensOnly = false, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(examples);
@@ -37,7 +37,7 @@ public static class LanguageModelEvaluator
         // Examples shorter than two tokens, or without a trainable token to score, predict nothing.
         var scorable = examples.Where(e => e.HasTargets(trainableTokensOnly)).Select(PackedRow.Single).ToList();
         double totalLoss = 0;
-        long tokens = 0;
+        long tokens = 0, correctTokens = 0, correctExamples = 0;
         var wasTraining = model.training;
         model.eval();
         try
@@ -48,8 +48,11 @@ public static class LanguageModelEvaluator
                 cancellationToken.ThrowIfCancellationRequested();
                 using var scope = NewDisposeScope();
                 var batch = BatchCollator.Collate(rows, trainableTokensOnly);
-                totalLoss += NextTokenLoss.Sum(model, batch).item<float>();
+                var (loss, correct, exact) = NextTokenLoss.Score(model, batch, withAccuracy: true);
+                totalLoss += loss.item<float>();
                 tokens += batch.TargetCount;
+                correctTokens += correct;
+                correctExamples += exact;
             }
         }
         finally
@@ -62,6 +65,10 @@ public static class LanguageModelEvaluator
             throw new ArgumentException("No example has a token to predict (each needs at least two tokens).", nameof(examples));
         }
 
-        return new EvaluationResult(totalLoss / tokens, tokens, examples.Count);
+        return new EvaluationResult(totalLoss / tokens, tokens, examples.Count)
+        {
+            TokenAccuracy = (double)correctTokens / tokens,
+            ExactMatch = (double)correctExamples / scorable.Count,
+        };
     }
 }

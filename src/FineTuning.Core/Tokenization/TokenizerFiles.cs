@@ -10,6 +10,45 @@ public static class TokenizerFiles
     /// <summary>The Hugging Face special-tokens file name.</summary>
     public const string SpecialTokensMapFileName = "special_tokens_map.json";
 
+    /// <summary>The tokenizer and generation files a model folder may hold, copied by <see cref="CopyTokenizerFiles"/>.</summary>
+    public static IReadOnlyList<string> TokenizerFileNames { get; } =
+    [
+        TokenizerLoader.TokenizerJsonFileName, TokenizerLoader.SentencePieceFileName, TokenizerLoader.TokenizerConfigFileName,
+        SpecialTokensMapFileName, "generation_config.json",
+    ];
+
+    /// <summary>
+    /// Copies the tokenizer files (<see cref="TokenizerFileNames"/>) that exist in one model folder into another, each
+    /// atomically, so a merged or fully fine-tuned model folder is complete on its own.
+    /// </summary>
+    /// <param name="sourceDirectory">The base model folder.</param>
+    /// <param name="targetDirectory">The new model folder; created when missing.</param>
+    /// <returns>The names of the files copied.</returns>
+    public static IReadOnlyList<string> CopyTokenizerFiles(string sourceDirectory, string targetDirectory)
+    {
+        ArgumentNullException.ThrowIfNull(sourceDirectory);
+        ArgumentNullException.ThrowIfNull(targetDirectory);
+        Directory.CreateDirectory(targetDirectory);
+        var copied = new List<string>();
+        foreach (var name in TokenizerFileNames)
+        {
+            var source = Path.Combine(sourceDirectory, name);
+            if (!File.Exists(source) || Path.GetFullPath(source) == Path.GetFullPath(Path.Combine(targetDirectory, name)))
+            {
+                continue;
+            }
+
+            AtomicFile.Write(Path.Combine(targetDirectory, name), stream =>
+            {
+                using var input = File.OpenRead(source);
+                input.CopyTo(stream);
+            });
+            copied.Add(name);
+        }
+
+        return copied;
+    }
+
     private static readonly JsonWriterOptions WriterOptions = new()
     {
         Indented = true,

@@ -1,0 +1,323 @@
+using FineTuning.Core.Data;
+using FineTuning.Core.IO;
+using FineTuning.Core.Models;
+using FineTuning.Core.Optimizers;
+using FineTuning.Core.Strategies;
+using FineTuning.Core.Strategies.FullSft;
+using FineTuning.Core.Strategies.Lora;
+using FineTuning.Core.Tokenization;
+using FineTuning.Core.Training;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using static TorchSharp.torch;
+
+namespace FineTuning.Core;
+
+/// <summary>
+/// Composes a fine-tuning run: a model, a tokenizer, one method (strategy), the optimizer, the schedule and
+/// the loop settings. Nothing is loaded or checked until <see cref="Build"/> (or <see cref="Train(IReadOnlyList{TrainingExample}, IReadOnlyList{TrainingExample}?, IProgress{TrainingProgress}?, CancellationToken)"/>),
+/// which validates every option and combination and throws <see cref="InvalidOptionException"/> naming the one at fault.
+/// </summary>
+/// <example><code>
+/// var result = FineTuner.Create()
+///     .WithModel("models/tiny")
+///     .WithLoRA(r: 16, alpha: 32)
+///     .WithOptimizer(o => o with { LearningRate = 2e-4 })
+///     .WithSchedule(ScheduleKind.Cosine, warmupSteps: 10)
+///     .Train("train.jsonl", "eval.jsonl", progress, cancellationToken);
+/// </code></example>
+public sealed class FineTunerBuilder
+{
+    private string? modelDirectory;
+    private CausalLanguageModel? modelInstance;
+    private Device? device;
+    private ScalarType? dtype;
+    private ITextTokenizer? tokenizer;
+    private string? tokenizerDirectory;
+    private readonly List<(string Name, Func<IParameterStrategy> Create)> strategies = [];
+    private TrainingOptions training = TrainingOptions.Default;
+    private ILogger logger = NullLogger.Instance;
+
+    internal FineTunerBuilder()
+    {
+    }
+
+    /// <summary>Uses the Hugging Face model folder (config.json, safetensors, tokenizer files) as the base.</summary>
+    /// <param name="directory">The folder.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithModel(string directory)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        modelDirectory = directory;
+        modelInstance = null;
+        return this;
+    }
+
+    /// <summary>Uses a model already in memory as the base (the caller keeps ownership).</summary>
+    /// <param name="model">The model.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithModel(CausalLanguageModel model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        modelInstance = model;
+        modelDirectory = null;
+        return this;
+    }
+
+    /// <summary>Where a model folder is loaded (<c>cpu</c>, <c>cuda:0</c>…); default CPU.</summary>
+    /// <param name="device">The device name.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithDevice(string device)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(device);
+        this.device = TorchSharp.torch.device(device);
+        return this;
+    }
+
+    /// <summary>Where a model folder is loaded; default CPU.</summary>
+    /// <param name="device">The device.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithDevice(Device device)
+    {
+        this.device = device ?? throw new ArgumentNullException(nameof(device));
+        return this;
+    }
+
+    /// <summary>The dtype a model folder is loaded in (bf16 compute is the usual choice); default the config's.</summary>
+    /// <param name="dtype">Float32, BFloat16 or Float16.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithDType(ScalarType dtype)
+    {
+        this.dtype = dtype;
+        return this;
+    }
+
+    /// <summary>Uses this tokenizer instead of the model folder's.</summary>
+    /// <param name="tokenizer">The tokenizer.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithTokenizer(ITextTokenizer tokenizer)
+    {
+        this.tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
+        tokenizerDirectory = null;
+        return this;
+    }
+
+    /// <summary>Loads the tokenizer from a folder (tokenizer.json or tokenizer.model, tokenizer_config.json).</summary>
+    /// <param name="directory">The folder.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithTokenizer(string directory)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        tokenizerDirectory = directory;
+        tokenizer = null;
+        return this;
+    }
+
+    /// <summary>Uses any strategy (including your own) as the method.</summary>
+    /// <param name="strategy">Creates the strategy; called once per <see cref="Build"/>.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithStrategy(Func<IParameterStrategy> strategy)
+    {
+        ArgumentNullException.ThrowIfNull(strategy);
+        return AddStrategy("WithStrategy", strategy);
+    }
+
+    /// <summary>Full fine-tuning: every parameter trains.</summary>
+    /// <param name="options">Which parts stay frozen; none by default.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithFullSft(FullSftOptions? options = null)
+    {
+        var chosen = options ?? FullSftOptions.Default;
+        return AddStrategy(nameof(WithFullSft), () => new FullSftStrategy(chosen));
+    }
+
+    /// <summary>
+    /// LoRA with PEFT's semantics. <paramref name="alpha"/> defaults to 2·<paramref name="r"/> (scaling 2, the usual rule of thumb; PEFT's
+    /// default is alpha 8 with r 8); <paramref name="targets"/> takes module names (exact or <c>.</c>-suffix),
+    /// <c>["all-linear"]</c>, or is <c>null</c> for the family's default (<c>q_proj</c>, <c>v_proj</c>).
+    /// </summary>
+    /// <param name="r">The rank.</param>
+    /// <param name="alpha">lora_alpha; the update is scaled by alpha/r (alpha/√r with rsLoRA).</param>
+    /// <param name="targets">Which projections get adapters.</param>
+    /// <param name="dropout">Dropout on the adapter input.</param>
+    /// <param name="configure">Further changes, e.g. <c>o =&gt; o with { UseDora = true }</c>.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithLoRA(int r = 8, double? alpha = null, IReadOnlyList<string>? targets = null, double dropout = 0, Func<LoraOptions, LoraOptions>? configure = null)
+    {
+        var options = new LoraOptions
+        {
+            R = r,
+            Alpha = alpha ?? 2 * r,
+            Dropout = dropout,
+            TargetModules = targets switch
+            {
+                null => null,
+                [var only] when string.Equals(only, LoraTargetModules.AllLinearShorthand, StringComparison.OrdinalIgnoreCase) => LoraTargetModules.AllLinear,
+                _ => LoraTargetModules.FromNames(targets),
+            },
+        };
+        return WithLoRA(configure is null ? options : configure(options));
+    }
+
+    /// <summary>LoRA with the given options (all of PEFT's LoraConfig that this library supports).</summary>
+    /// <param name="options">The options.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithLoRA(LoraOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return AddStrategy(nameof(WithLoRA), () => new LoraStrategy(options));
+    }
+
+    /// <summary>Replaces the optimizer settings.</summary>
+    /// <param name="options">The settings.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithOptimizer(OptimizerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        training = training with { Optimizer = options };
+        return this;
+    }
+
+    /// <summary>Changes the optimizer settings, e.g. <c>o =&gt; o with { LearningRate = 1e-4 }</c>.</summary>
+    /// <param name="configure">Returns the new settings from the current ones.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithOptimizer(Func<OptimizerOptions, OptimizerOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        return WithOptimizer(configure(training.Optimizer));
+    }
+
+    /// <summary>Replaces the learning-rate schedule.</summary>
+    /// <param name="options">The schedule.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithSchedule(ScheduleOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        training = training with { Schedule = options };
+        return this;
+    }
+
+    /// <summary>Sets the schedule's shape and warmup.</summary>
+    /// <param name="kind">Constant, linear or cosine after warmup.</param>
+    /// <param name="warmupSteps">Linear warmup length in optimizer steps.</param>
+    /// <param name="minLearningRateRatio">The final learning rate as a share of the peak.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithSchedule(ScheduleKind kind, int warmupSteps = 0, double minLearningRateRatio = 0) =>
+        WithSchedule(new ScheduleOptions { Kind = kind, WarmupSteps = warmupSteps, MinLearningRateRatio = minLearningRateRatio });
+
+    /// <summary>Replaces the loop settings (batch size, epochs, checkpoints…), keeping the optimizer and schedule set so far.</summary>
+    /// <param name="options">The settings.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithTraining(TrainingOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        training = options with { Optimizer = training.Optimizer, Schedule = training.Schedule };
+        return this;
+    }
+
+    /// <summary>Changes the loop settings, e.g. <c>t =&gt; t with { BatchSize = 8, Epochs = 3 }</c>.</summary>
+    /// <param name="configure">Returns the new settings from the current ones.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithTraining(Func<TrainingOptions, TrainingOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        training = configure(training) ?? throw new InvalidOptionException(nameof(WithTraining), "the callback returned null.");
+        return this;
+    }
+
+    /// <summary>Writes checkpoints and the result (an adapter folder, or a full model for full SFT) here.</summary>
+    /// <param name="directory">The output folder.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithOutput(string directory)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        training = training with { OutputDirectory = directory };
+        return this;
+    }
+
+    /// <summary>Logs through this logger (default: none).</summary>
+    /// <param name="logger">The logger.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithLogger(ILogger logger)
+    {
+        this.logger = logger ?? throw new ArgumentNullException(nameof(logger));
+        return this;
+    }
+
+    /// <summary>
+    /// Validates every option, loads the model and tokenizer and applies the method. Throws
+    /// <see cref="InvalidOptionException"/> naming the option when a value or a combination is invalid.
+    /// </summary>
+    /// <returns>The tuner, ready to train.</returns>
+    public FineTuner Build()
+    {
+        training.Validate();
+        if (modelDirectory is null && modelInstance is null)
+        {
+            throw new InvalidOptionException(nameof(WithModel), "no model given; call WithModel(directory) or WithModel(model).");
+        }
+
+        if (strategies.Count > 1)
+        {
+            throw new InvalidOptionException(strategies[1].Name, $"only one method per tuner, but both {strategies[0].Name} and {strategies[1].Name} were called.");
+        }
+
+        if (modelDirectory is not null && !File.Exists(Path.Combine(modelDirectory, HuggingFaceModel.ConfigFileName)))
+        {
+            throw new InvalidOptionException(nameof(WithModel), $"'{modelDirectory}' holds no {HuggingFaceModel.ConfigFileName}.");
+        }
+
+        var tokenizerFolder = tokenizerDirectory ?? modelDirectory;
+        var chosenTokenizer = tokenizer ?? (tokenizerFolder is null ? null : TokenizerLoader.Load(tokenizerFolder));
+        if (chosenTokenizer is null)
+        {
+            throw new InvalidOptionException(nameof(WithTokenizer), "a model given as an object needs WithTokenizer(…).");
+        }
+
+        var strategy = strategies.Count == 0 ? new FullSftStrategy() : strategies[0].Create();
+        var model = modelInstance ?? HuggingFaceModel.Load(modelDirectory!, new ModelLoadOptions { Device = device, DType = dtype });
+        try
+        {
+            if (chosenTokenizer.VocabularySize > model.Config.VocabSize)
+            {
+                throw new InvalidOptionException(nameof(WithTokenizer), $"the tokenizer has {chosenTokenizer.VocabularySize} tokens but the model's vocab_size is {model.Config.VocabSize}.");
+            }
+
+            strategy.Apply(model, new StrategyContext { Tokenizer = chosenTokenizer, Logger = logger });
+            return new FineTuner(model, modelDirectory, chosenTokenizer, strategy, training, logger);
+        }
+        catch
+        {
+            if (modelInstance is null)
+            {
+                model.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>Builds the tuner and trains it (see <see cref="FineTuner.Train(IReadOnlyList{TrainingExample}, IReadOnlyList{TrainingExample}?, IProgress{TrainingProgress}?, CancellationToken)"/>).</summary>
+    /// <param name="trainData">Training examples.</param>
+    /// <param name="evalData">Validation examples, or <c>null</c>.</param>
+    /// <param name="progress">Receives progress reports.</param>
+    /// <param name="cancellationToken">Stops training after the current micro-batch.</param>
+    /// <returns>The result; its <see cref="FineTuneResult.Tuner"/> keeps the trained model.</returns>
+    public FineTuneResult Train(IReadOnlyList<TrainingExample> trainData, IReadOnlyList<TrainingExample>? evalData = null, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default) =>
+        Build().Train(trainData, evalData, progress, cancellationToken);
+
+    /// <summary>Builds the tuner and trains it on JSONL files (text, prompt/completion or chat lines).</summary>
+    /// <param name="trainPath">The training file.</param>
+    /// <param name="evalPath">The validation file, or <c>null</c>.</param>
+    /// <param name="progress">Receives progress reports.</param>
+    /// <param name="cancellationToken">Stops training after the current micro-batch.</param>
+    /// <returns>The result; its <see cref="FineTuneResult.Tuner"/> keeps the trained model.</returns>
+    public FineTuneResult Train(string trainPath, string? evalPath = null, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default) =>
+        Build().Train(trainPath, evalPath, progress, cancellationToken);
+
+    private FineTunerBuilder AddStrategy(string name, Func<IParameterStrategy> create)
+    {
+        strategies.Add((name, create));
+        return this;
+    }
+}

@@ -1,0 +1,63 @@
+using System.Text.Json;
+using FineTuning.Core.IO;
+using FineTuning.Core.Models;
+using FineTuning.Core.Strategies.Lora;
+using Microsoft.Extensions.Logging;
+
+namespace FineTuning.Core.Strategies;
+
+/// <summary>
+/// Opens a saved adapter folder of any supported method: reads <c>peft_type</c> from <c>adapter_config.json</c>
+/// and applies the matching strategy, with its weights, to a base model.
+/// </summary>
+public static class AdapterLoader
+{
+    /// <summary>The config file every PEFT adapter folder holds.</summary>
+    public const string ConfigFileName = "adapter_config.json";
+
+    /// <summary>Reads the adapter's <c>peft_type</c> (for example <c>LORA</c>).</summary>
+    /// <param name="directory">The adapter folder.</param>
+    /// <returns>The type as written in the file.</returns>
+    /// <exception cref="FileNotFoundException">The folder holds no adapter_config.json.</exception>
+    /// <exception cref="CheckpointFormatException">The file is not JSON or has no string <c>peft_type</c>.</exception>
+    public static string ReadPeftType(string directory)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        var path = Path.Combine(directory, ConfigFileName);
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"'{directory}' holds no {ConfigFileName}; is it an adapter folder?", path);
+        }
+
+        try
+        {
+            using var document = JsonDocument.Parse(File.ReadAllText(path));
+            return document.RootElement.ValueKind == JsonValueKind.Object
+                && document.RootElement.TryGetProperty("peft_type", out var type) && type.ValueKind == JsonValueKind.String
+                ? type.GetString()!
+                : throw new CheckpointFormatException($"{path} has no string field \"peft_type\".", path);
+        }
+        catch (JsonException e)
+        {
+            throw new CheckpointFormatException($"{path} is not valid JSON: {e.Message}", path, null, e);
+        }
+    }
+
+    /// <summary>Applies the adapter saved in a folder to a base model (frozen unless <paramref name="isTrainable"/>).</summary>
+    /// <param name="directory">The adapter folder.</param>
+    /// <param name="model">The base model it was trained on.</param>
+    /// <param name="isTrainable">Leave the adapter's parameters trainable (to continue training).</param>
+    /// <param name="logger">Receives warnings such as ignored config keys.</param>
+    /// <returns>The applied strategy.</returns>
+    /// <exception cref="NotSupportedException">The adapter's method is not supported.</exception>
+    public static IParameterStrategy Load(string directory, CausalLanguageModel model, bool isTrainable = false, ILogger? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var type = ReadPeftType(directory);
+        return type switch
+        {
+            "LORA" => LoraStrategy.FromPretrained(directory, model, LoraStrategy.DefaultAdapterName, isTrainable, logger),
+            _ => throw new NotSupportedException($"{Path.Combine(directory, ConfigFileName)}: peft_type {type} is not supported (supported: LORA)."),
+        };
+    }
+}
