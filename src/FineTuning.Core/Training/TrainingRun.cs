@@ -98,8 +98,10 @@ internal sealed class TrainingRun : IDisposable
                     return Finish(cancelled: true, stoppedEarly: false);
                 }
 
+                // The last step is evaluated before its report, so that report carries the final validation loss.
                 var epochEnded = state.MicroBatchInEpoch == microBatchesPerEpoch;
-                if (evalExamples is not null && (options.EvalEverySteps is { } every ? state.GlobalStep % every == 0 : epochEnded))
+                var lastStep = state.GlobalStep == totalSteps;
+                if (evalExamples is not null && (lastStep || (options.EvalEverySteps is { } every ? state.GlobalStep % every == 0 : epochEnded)))
                 {
                     stoppedEarly = Evaluate();
                 }

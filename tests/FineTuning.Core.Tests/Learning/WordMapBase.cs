@@ -23,14 +23,7 @@ public sealed class WordMapBase : IDisposable
 
     public WordMapBase()
     {
-        var random = temp.File("random");
-        using (var model = CausalLanguageModel.Create(ModelPresets.Tiny, torch.CPU, torch.ScalarType.Float32))
-        {
-            model.InitializeWeights(seed: 1);
-            HuggingFaceModel.Save(model, random);
-            TokenizerFiles.WriteGpt2(random);
-        }
-
+        var random = TinyModels.WritePreset(temp.File("random"), seed: 1);
         Directory = temp.File("base");
         Train(FineTuner.Create().WithModel(random).WithFullSft().WithOutput(Directory), steps: 150, learningRate: 3e-3, WordMap.PretrainPath).Tuner.Dispose();
         using var untrained = FineTuner.Create().WithModel(Directory).WithFullSft().Build();
