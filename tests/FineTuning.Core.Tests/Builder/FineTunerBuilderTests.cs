@@ -6,7 +6,6 @@ using FineTuning.Core.Tests.Samples;
 using FineTuning.Core.Tests.Training;
 using FineTuning.Core.Tokenization;
 using FineTuning.Core.Training;
-using TorchSharp;
 using Xunit;
 using static FineTuning.Core.Tests.Strategies.Lora.LoraTestKit;
 

@@ -1,12 +1,8 @@
 using FineTuning.Core.Data;
 using FineTuning.Core.Evaluation;
 using FineTuning.Core.Generation;
-using FineTuning.Core.IO;
-using FineTuning.Core.Models;
 using FineTuning.Core.Tests.Samples;
-using FineTuning.Core.Tokenization;
 using FineTuning.Core.Training;
-using TorchSharp;
 
 namespace FineTuning.Core.Tests.Learning;
 

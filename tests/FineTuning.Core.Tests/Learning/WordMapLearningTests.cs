@@ -15,8 +15,9 @@ namespace FineTuning.Core.Tests.Learning;
 /// </summary>
 /// <remarks>
 /// Measured on CPU (seeded, so every run gives the same numbers), completion tokens of eval.jsonl (64 prompts):
-/// base (150 SFT steps on pretrain.jsonl) loss ≈ 5.6 nats, exact match 0, token accuracy 0.25 (only the EOS);
-/// LoRA (100 steps) loss ≈ 0.01, exact match 1.0; full SFT (50 steps) loss ≈ 0.003, exact match 1.0.
+/// base (150 SFT steps on pretrain.jsonl) loss 5.684 nats, token accuracy 0.25 (only the EOS), exact match 0,
+/// greedy accuracy 0; LoRA (100 steps) loss 0.0055, token accuracy, exact match and greedy accuracy 1.0; full SFT
+/// (50 steps) loss 0.0020, all accuracies 1.0. The thresholds below leave wide margins.
 /// </remarks>
 [Trait("Category", "Slow")]
 public sealed class WordMapLearningTests(WordMapBase fixture, ITestOutputHelper output) : IClassFixture<WordMapBase>
@@ -102,8 +103,11 @@ public sealed class WordMapLearningTests(WordMapBase fixture, ITestOutputHelper 
         Assert.False(File.Exists(Path.Combine(merged, LoraAdapterConfig.FileName)));
         Assert.True(File.Exists(Path.Combine(merged, TokenizerLoader.TokenizerJsonFileName)));
         using var reloaded = FineTuner.Create().WithModel(merged).WithFullSft().Build();
-        Assert.Equal(fixture.BaseEval.Tokens, reloaded.Evaluate(WordMapBase.Eval).Tokens);
-        Assert.Equal(reloaded.Parameters.Total, HuggingFaceModel.Load(fixture.Directory).CountParameters().Total);
+        using (var original = HuggingFaceModel.Load(fixture.Directory))
+        {
+            Assert.Equal(original.CountParameters().Total, reloaded.Parameters.Total);
+        }
+
         AssertSameEvaluation(run.Eval, reloaded.Evaluate(WordMapBase.Eval));
         Assert.True(WordMapBase.GreedyAccuracy(reloaded) >= 0.95);
     }
