@@ -1,4 +1,6 @@
+using FineTuning.Core.IO;
 using FineTuning.Core.Models;
+using FineTuning.Core.Tokenization;
 using TorchSharp;
 
 namespace FineTuning.Core.Tests;
@@ -28,5 +30,22 @@ internal static class TinyModels
         var model = CausalLanguageModel.Create(config ?? Config(), torch.CPU, dtype);
         model.InitializeWeights(seed, std: 0.1);
         return model;
+    }
+
+    /// <summary>The random tiny preset (GPT-2 vocabulary, std 0.02 as <c>finetune init</c> does), in memory.</summary>
+    public static CausalLanguageModel Preset(long seed = 1)
+    {
+        var model = CausalLanguageModel.Create(ModelPresets.Tiny, torch.CPU, torch.ScalarType.Float32);
+        model.InitializeWeights(seed);
+        return model;
+    }
+
+    /// <summary>Writes the random tiny preset with the GPT-2 tokenizer files as a Hugging Face folder; returns the folder.</summary>
+    public static string WritePreset(string directory, long seed = 1)
+    {
+        using var model = Preset(seed);
+        HuggingFaceModel.Save(model, directory);
+        TokenizerFiles.WriteGpt2(directory);
+        return directory;
     }
 }

@@ -62,8 +62,8 @@ public sealed class FineTuner : IDisposable
         ArgumentNullException.ThrowIfNull(trainData);
         var trainer = new Trainer(Model, Strategy, Tokenizer, Options, logger);
         var result = trainer.Train(trainData, evalData, progress, cancellationToken);
-        CompleteModelFolder(Options.OutputDirectory);
-        return new FineTuneResult(this, result, Parameters, Options.OutputDirectory);
+        CompleteModelFolder(result.OutputDirectory);
+        return new FineTuneResult(this, result, Parameters, result.OutputDirectory);
     }
 
     /// <summary>Trains on JSONL files (text, prompt/completion or chat lines).</summary>

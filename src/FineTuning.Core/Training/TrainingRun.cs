@@ -98,10 +98,13 @@ internal sealed class TrainingRun : IDisposable
                     return Finish(cancelled: true, stoppedEarly: false);
                 }
 
+                // The last step is evaluated (before its report, so that report carries the final validation loss);
+                // only a scheduled evaluation can stop the run early.
                 var epochEnded = state.MicroBatchInEpoch == microBatchesPerEpoch;
-                if (evalExamples is not null && (options.EvalEverySteps is { } every ? state.GlobalStep % every == 0 : epochEnded))
+                var scheduled = options.EvalEverySteps is { } every ? state.GlobalStep % every == 0 : epochEnded;
+                if (evalExamples is not null && (scheduled || state.GlobalStep == totalSteps))
                 {
-                    stoppedEarly = Evaluate();
+                    stoppedEarly = Evaluate() && scheduled;
                 }
 
                 if (state.GlobalStep % options.LogEverySteps == 0)

@@ -1,12 +1,12 @@
 using System.Globalization;
 using System.Text.Json;
-using FineTuning.Cli;
 using FineTuning.Core.Data;
 using FineTuning.Core.IO;
 using FineTuning.Core.Tokenization;
 using FineTuning.Core.Tests.Models;
 using TorchSharp;
 using Xunit;
+using static FineTuning.Core.Tests.Cli.CliRunner;
 using static TorchSharp.torch;
 
 namespace FineTuning.Core.Tests.Cli;
@@ -18,16 +18,6 @@ public sealed class CliTests : IDisposable
     private string root => temp.Path;
 
     public void Dispose() => temp.Dispose();
-
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var output = new StringWriter();
-        var error = new StringWriter();
-        var code = CliApplication.Run(args, output, error);
-        return (code, output.ToString(), error.ToString());
-    }
-
-    private static string LastLine(string text) => text.TrimEnd().Split('\n')[^1].TrimEnd('\r');
 
     private string InitTiny(string name = "model")
     {

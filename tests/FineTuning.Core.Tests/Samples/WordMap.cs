@@ -9,9 +9,11 @@ internal static class WordMap
     public static readonly string[] Inputs = ["red", "blue", "green", "black", "white", "pink", "gold", "gray"];
     public static readonly string[] Outputs = ["apple", "river", "stone", "cloud", "tiger", "bread", "chair", "music"];
 
-    public static string TrainPath => Path.Combine(AppContext.BaseDirectory, "samples", "word-map", "train.jsonl");
+    public static string PretrainPath => SamplePath("pretrain.jsonl");
 
-    public static string EvalPath => Path.Combine(AppContext.BaseDirectory, "samples", "word-map", "eval.jsonl");
+    public static string TrainPath => SamplePath("train.jsonl");
+
+    public static string EvalPath => SamplePath("eval.jsonl");
 
     public static IReadOnlyList<PromptCompletionExample> Train => Load(TrainPath);
 
@@ -25,6 +27,8 @@ internal static class WordMap
         Assert.Equal("=", words[^1]);
         return " " + string.Join(' ', words[1..^1].Select(w => Outputs[Array.IndexOf(Inputs, w)]));
     }
+
+    private static string SamplePath(string name) => Path.Combine(AppContext.BaseDirectory, "samples", "word-map", name);
 
     private static IReadOnlyList<PromptCompletionExample> Load(string path) =>
         JsonlDataset.Load(path).Cast<PromptCompletionExample>().ToList();

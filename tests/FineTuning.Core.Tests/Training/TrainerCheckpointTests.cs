@@ -37,19 +37,6 @@ public class TrainerCheckpointTests
         return (model, strategy);
     }
 
-    private static CancellationTokenSource CancelAtStep(int step, out IProgress<TrainingProgress> progress)
-    {
-        var source = new CancellationTokenSource();
-        progress = new SyncProgress<TrainingProgress>(p =>
-        {
-            if (p.Step == step)
-            {
-                source.Cancel();
-            }
-        });
-        return source;
-    }
-
     [Theory]
     [InlineData(true, 3)]
     [InlineData(false, 4)]
@@ -69,7 +56,7 @@ public class TrainerCheckpointTests
         var (first, firstStrategy) = Create(fullSft);
         using (first)
         {
-            using var cancel = CancelAtStep(stopAt, out var progress);
+            using var cancel = TrainingData.CancelAtStep(stopAt, out var progress);
             var stopped = TrainingData.Trainer(first, firstStrategy, Options(split.Path)).Train(Data, Eval, progress, cancel.Token);
             Assert.True(stopped.Cancelled);
             Assert.Equal(stopAt, stopped.Steps);

@@ -94,6 +94,20 @@ internal static class TrainingData
         return model.named_parameters().ToDictionary(p => p.name, p => p.parameter.detach().clone().DetachFromDisposeScope());
     }
 
+    /// <summary>A token source cancelled by the progress report of the given step.</summary>
+    public static CancellationTokenSource CancelAtStep(int step, out IProgress<TrainingProgress> progress)
+    {
+        var source = new CancellationTokenSource();
+        progress = new SyncProgress<TrainingProgress>(p =>
+        {
+            if (p.Step == step)
+            {
+                source.Cancel();
+            }
+        });
+        return source;
+    }
+
     public static void AssertSameWeights(Dictionary<string, Tensor> expected, nn.Module model) =>
         AssertClose(expected, Snapshot(model), rtol: 0, atol: 0);
 }
