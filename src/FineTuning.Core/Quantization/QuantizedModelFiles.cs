@@ -320,7 +320,7 @@ public static class QuantizedModelFiles
     {
         public string Module => module;
 
-        public bool Has(string field) => sources.ReaderByTensor.ContainsKey($"{module}.weight.{field}");
+        public bool Has(string field) => sources.ReaderByTensor.ContainsKey(Name(field));
 
         public QuantStateFields ReadJson()
         {
@@ -346,7 +346,7 @@ public static class QuantizedModelFiles
 
         public SafetensorsTensorInfo Check(string field, ScalarType dtype, long[] shape)
         {
-            var name = $"{module}.weight.{field}";
+            var name = Name(field);
             if (field != "weight")
             {
                 stateKeys.Add(name);
@@ -369,9 +369,11 @@ public static class QuantizedModelFiles
         public Tensor Read(string field, ScalarType dtype, long[] shape, Device device)
         {
             Check(field, dtype, shape);
-            var name = $"{module}.weight.{field}";
-            return sources.ReaderByTensor[name].ReadTensor(name, device);
+            return sources.ReaderByTensor[Name(field)].ReadTensor(Name(field), device);
         }
+
+        /// <summary>The tensor name of a piece: <c>weight</c> is the packed codes themselves, the rest hang below it.</summary>
+        private string Name(string field) => field == "weight" ? $"{module}.weight" : $"{module}.weight.{field}";
 
         public CheckpointFormatException Error(string problem)
         {
