@@ -60,8 +60,24 @@ public sealed class Linear4Bit : nn.Module<Tensor, Tensor>, IQuantizedLinear
         OutFeatures = shape[0];
         InFeatures = shape[1];
         ComputeDType = computeDType;
-        weight = quantized.Packed.view((n + 1) / 2, 1).DetachFromDisposeScope();
+        // The layer owns the tensors from now on: none may go with a dispose scope that was open when they were made.
+        if (quantized.Packed.dim() == 2 && quantized.Packed.shape[1] == 1)
+        {
+            weight = quantized.Packed;
+        }
+        else
+        {
+            weight = quantized.Packed.view((n + 1) / 2, 1);
+            quantized.Packed.Dispose();
+        }
+
+        weight.DetachFromDisposeScope();
         state = quantized.State;
+        foreach (var held in new[] { state.Absmax, state.Code, state.Offset, state.Nested?.Absmax, state.Nested?.Code })
+        {
+            held?.DetachFromDisposeScope();
+        }
+
         if (bias is not null)
         {
             using var _ = no_grad();
@@ -193,12 +209,10 @@ public sealed class Linear4Bit : nn.Module<Tensor, Tensor>, IQuantizedLinear
 
     private void MoveState(Device device)
     {
-        if (state.Absmax.device != device)
-        {
-            var previous = state;
-            state = state.To(device);
-            previous.Dispose();
-        }
+        // to() on the current device returns aliases, so moving unconditionally is safe.
+        var previous = state;
+        state = state.To(device);
+        previous.Dispose();
     }
 
     /// <summary>

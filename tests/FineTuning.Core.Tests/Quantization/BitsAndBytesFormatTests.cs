@@ -58,6 +58,27 @@ public class BitsAndBytesFormatTests
     }
 
     [Fact]
+    public void A_model_loaded_inside_a_dispose_scope_outlives_it()
+    {
+        using var temp = new TempDirectory();
+        using var model = TinyModels.Create();
+        ModelQuantizer.Quantize(model);
+        HuggingFaceModel.Save(model, temp.Path);
+        CausalLanguageModel loaded;
+        using (NewDisposeScope())
+        {
+            loaded = HuggingFaceModel.Load(temp.Path);
+        }
+
+        using (loaded)
+        {
+            using var before = LoraTestKit.Logits(model);
+            using var after = LoraTestKit.Logits(loaded);
+            Assert.True(LoraTestKit.BitEqual(before, after));
+        }
+    }
+
+    [Fact]
     public void Files_use_bitsandbytes_keys_dtypes_and_quant_state_json()
     {
         using var temp = new TempDirectory();

@@ -2,6 +2,7 @@ using FineTuning.Core.Models;
 using FineTuning.Core.Quantization;
 using FineTuning.Core.Strategies.Lora;
 using FineTuning.Core.Tests.Strategies.Lora;
+using FineTuning.Core.Training;
 using TorchSharp.Modules;
 using Xunit;
 using static TorchSharp.torch;
@@ -111,5 +112,53 @@ public class ModelQuantizerTests
         ModelQuantizer.Quantize(model);
         var error = Assert.Throws<InvalidOptionException>(() => LoraTestKit.Apply(model, new LoraOptions { Init = LoraInit.Pissa }));
         Assert.Equal($"{nameof(LoraOptions)}.{nameof(LoraOptions.Init)}", error.Option);
+    }
+
+    [Fact]
+    public void Lora_gradients_on_a_4_bit_model_are_the_same_with_activation_checkpointing()
+    {
+        var grads = new List<Dictionary<string, Tensor>>();
+        foreach (var checkpointing in new[] { false, true })
+        {
+            using var model = TinyModels.Create();
+            ModelQuantizer.Quantize(model, new QuantizationOptions { ComputeDType = ScalarType.Float32 });
+            var strategy = LoraTestKit.Apply(model, new LoraOptions { R = 4, Alpha = 8 });
+            LoraTestKit.Randomize(strategy);
+            model.train();
+            model.LayerRunner = checkpointing ? ActivationCheckpointing.Runner : null;
+            using (var scope = NewDisposeScope())
+            {
+                using var ids = LoraTestKit.Ids();
+                model.call(ModelInput.FromIds(ids)).Logits.pow(2).mean().backward();
+            }
+
+            grads.Add(model.named_parameters().Where(p => p.parameter.requires_grad).ToDictionary(p => p.name, p => p.parameter.grad!.clone()));
+        }
+
+        Assert.NotEmpty(grads[0]);
+        Assert.Equal(grads[0].Keys, grads[1].Keys);
+        foreach (var (name, grad) in grads[0])
+        {
+            Assert.True(grad.abs().sum().item<float>() > 0, name);
+            Assert.True(grad.allclose(grads[1][name], rtol: 1e-5, atol: 1e-7), name);
+        }
+    }
+
+    [Fact]
+    public void An_adapter_saved_from_a_4_bit_model_loads_onto_another()
+    {
+        using var temp = new TempDirectory();
+        using var model = TinyModels.Create();
+        ModelQuantizer.Quantize(model);
+        var strategy = LoraTestKit.Apply(model, new LoraOptions { R = 4, Alpha = 8 });
+        LoraTestKit.Randomize(strategy);
+        strategy.Save(temp.Path);
+        using var expected = LoraTestKit.Logits(model);
+
+        using var other = TinyModels.Create();
+        ModelQuantizer.Quantize(other);
+        LoraStrategy.FromPretrained(temp.Path, other);
+        using var actual = LoraTestKit.Logits(other);
+        Assert.True(LoraTestKit.BitEqual(expected, actual));
     }
 }
