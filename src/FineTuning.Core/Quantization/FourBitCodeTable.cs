@@ -17,18 +17,19 @@ public static class FourBitCodeTable
     ];
 
     // get_4bit_type("fp4"): raw values in bit-pattern order (bit 3 = sign), divided by their maximum 12 in float32.
-    private static readonly float[] Fp4Values = Scale([0f, 0.0625f, 8f, 12f, 4f, 6f, 2f, 3f, -0f, -0.0625f, -8f, -12f, -4f, -6f, -2f, -3f], 12f);
+    // Code 8 is +0.0: the Python list spells it "-0", an integer, so the stored quant_map has no negative zero.
+    private static readonly float[] Fp4Values = Scale([0f, 0.0625f, 8f, 12f, 4f, 6f, 2f, 3f, 0f, -0.0625f, -8f, -12f, -4f, -6f, -2f, -3f], 12f);
 
-    // get_4bit_type("int4"): [7 … 0, −0 … −7] / 7.
-    private static readonly float[] Int4Values = Scale([7f, 6f, 5f, 4f, 3f, 2f, 1f, 0f, -0f, -1f, -2f, -3f, -4f, -5f, -6f, -7f], 7f);
+    // get_4bit_type("int4"): [7 … 0, −0 … −7] / 7 (code 8 is +0.0 for the same reason).
+    private static readonly float[] Int4Values = Scale([7f, 6f, 5f, 4f, 3f, 2f, 1f, 0f, 0f, -1f, -2f, -3f, -4f, -5f, -6f, -7f], 7f);
 
     /// <summary>NF4 (code 0 = −1, code 7 = 0, code 15 = 1; ascending).</summary>
     public static IReadOnlyList<float> NF4 { get; } = Array.AsReadOnly(Nf4Values);
 
-    /// <summary>FP4 in bit-pattern order: <c>[0, 1/192, 2/3, 1, 1/3, 1/2, 1/6, 1/4, −0, −1/192, …, −1/4]</c>.</summary>
+    /// <summary>FP4 in bit-pattern order: <c>[0, 1/192, 2/3, 1, 1/3, 1/2, 1/6, 1/4, 0, −1/192, …, −1/4]</c> (code 8 is the sign bit on zero, stored as +0.0 as bitsandbytes stores it).</summary>
     public static IReadOnlyList<float> FP4 { get; } = Array.AsReadOnly(Fp4Values);
 
-    /// <summary>Symmetric int4: <c>[7/7, 6/7, …, 0, −0, −1/7, …, −7/7]</c>.</summary>
+    /// <summary>Symmetric int4: <c>[7/7, 6/7, …, 0, 0, −1/7, …, −7/7]</c> (codes 7 and 8 are both zero).</summary>
     public static IReadOnlyList<float> Int4 { get; } = Array.AsReadOnly(Int4Values);
 
     /// <summary>The table of a type.</summary>

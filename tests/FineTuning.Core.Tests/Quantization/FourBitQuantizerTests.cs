@@ -44,10 +44,11 @@ public class FourBitQuantizerTests(ITestOutputHelper output)
             Assert.Equal(-raw[c] / 12f, table[c + 8]);
         }
 
-        // Bit patterns qlora.md §1.2 prints: 1/192, 2/3, 1 and −0 (code 8 is a negative zero).
+        // Values qlora.md §1.2 prints: 1/192, 2/3, 1. Code 8 is +0.0 in bitsandbytes' quant_map: get_4bit_type
+        // writes it as the Python integer -0, which is 0.
         Assert.Equal(0.0052083335f, table[1]);
         Assert.Equal(0.6666667f, table[2]);
-        Assert.Equal(0x80000000u, BitConverter.SingleToUInt32Bits(table[8]));
+        Assert.Equal(0u, BitConverter.SingleToUInt32Bits(table[8]));
         Assert.Equal(-1f, table[11]);
     }
 
@@ -56,7 +57,7 @@ public class FourBitQuantizerTests(ITestOutputHelper output)
     {
         var table = FourBitCodeTable.Int4;
         Assert.Equal(new[] { 1f, 6 / 7f, 5 / 7f, 4 / 7f, 3 / 7f, 2 / 7f, 1 / 7f, 0f }, table.Take(8));
-        Assert.Equal(new[] { -0f, -1 / 7f, -2 / 7f, -3 / 7f, -4 / 7f, -5 / 7f, -6 / 7f, -1f }, table.Skip(8));
+        Assert.Equal(new[] { 0f, -1 / 7f, -2 / 7f, -3 / 7f, -4 / 7f, -5 / 7f, -6 / 7f, -1f }, table.Skip(8));
     }
 
     [Fact]
@@ -94,6 +95,8 @@ public class FourBitQuantizerTests(ITestOutputHelper output)
         // FP4: 1 → 0b0011, 0 → 0b0000 (and the pad).
         using var fp4 = Blockwise4BitQuantizer.Quantize(tensor(new float[] { 1, 0, 1 }), QuantizationType.FP4, 64);
         Assert.Equal(new byte[] { 0x30, 0x30 }, fp4.Packed.data<byte>().ToArray());
+        Assert.Equal((byte)7, FourBitCodeTable.ZeroCode(QuantizationType.NF4));
+        Assert.Equal((byte)0, FourBitCodeTable.ZeroCode(QuantizationType.FP4));
     }
 
     [Theory]
@@ -221,7 +224,7 @@ public class FourBitQuantizerTests(ITestOutputHelper output)
         using var quantized = Blockwise4BitQuantizer.Quantize(tensor(values), QuantizationType.Int4, 32);
         using var restored = Blockwise4BitQuantizer.Dequantize(quantized);
         Assert.Equal(values, restored.data<float>().ToArray());
-        Assert.Equal(7, Unpack(quantized.Packed, 15)[7]);
+        Assert.Equal(7, Unpack(quantized.Packed, 15)[7]); // zero takes code 7, the positive zero
     }
 
     [Fact]
