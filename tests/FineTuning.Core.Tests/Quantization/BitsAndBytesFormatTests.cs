@@ -22,9 +22,7 @@ public class BitsAndBytesFormatTests
     public void Save_then_load_is_bit_exact(QuantizationType type, bool doubleQuant, ScalarType compute, int blockSize, int tied)
     {
         using var temp = new TempDirectory();
-        using var model = TinyModels.Create(TinyModels.Config(tied: tied == 1));
-        ModelQuantizer.Quantize(model, new QuantizationOptions { Type = type, DoubleQuant = doubleQuant, ComputeDType = compute, BlockSize = blockSize });
-        HuggingFaceModel.Save(model, temp.Path);
+        using var model = SavedQuantizedModel(temp.Path, new QuantizationOptions { Type = type, DoubleQuant = doubleQuant, ComputeDType = compute, BlockSize = blockSize }, tied == 1);
         using var loaded = HuggingFaceModel.Load(temp.Path);
 
         var expected = Layers(model);
@@ -51,9 +49,7 @@ public class BitsAndBytesFormatTests
             Assert.True(LoraTestKit.BitEqual(p, loaded.named_parameters().Single(q => q.name == name).parameter), name);
         }
 
-        using var before = LoraTestKit.Logits(model);
-        using var after = LoraTestKit.Logits(loaded);
-        Assert.True(LoraTestKit.BitEqual(before, after));
+        AssertSameLogits(model, loaded);
         Assert.Equal(model.CountParameters(), loaded.CountParameters());
     }
 
@@ -61,9 +57,7 @@ public class BitsAndBytesFormatTests
     public void A_model_loaded_inside_a_dispose_scope_outlives_it()
     {
         using var temp = new TempDirectory();
-        using var model = TinyModels.Create();
-        ModelQuantizer.Quantize(model);
-        HuggingFaceModel.Save(model, temp.Path);
+        using var model = SavedQuantizedModel(temp.Path);
         CausalLanguageModel loaded;
         using (NewDisposeScope())
         {
@@ -72,9 +66,7 @@ public class BitsAndBytesFormatTests
 
         using (loaded)
         {
-            using var before = LoraTestKit.Logits(model);
-            using var after = LoraTestKit.Logits(loaded);
-            Assert.True(LoraTestKit.BitEqual(before, after));
+            AssertSameLogits(model, loaded);
         }
     }
 
@@ -82,10 +74,7 @@ public class BitsAndBytesFormatTests
     public void Files_use_bitsandbytes_keys_dtypes_and_quant_state_json()
     {
         using var temp = new TempDirectory();
-        using var model = TinyModels.Create();
-        ModelQuantizer.Quantize(model);
-        HuggingFaceModel.Save(model, temp.Path);
-
+        using var model = SavedQuantizedModel(temp.Path);
         using var reader = new SafetensorsReader(temp.File("model.safetensors"));
         void Expect(string key, ScalarType dtype, params long[] shape)
         {
@@ -122,9 +111,7 @@ public class BitsAndBytesFormatTests
     public void Skipped_projections_are_listed_with_lm_head()
     {
         using var temp = new TempDirectory();
-        using var model = TinyModels.Create();
-        ModelQuantizer.Quantize(model, new QuantizationOptions { SkipModules = ["down_proj"] });
-        HuggingFaceModel.Save(model, temp.Path);
+        using var model = SavedQuantizedModel(temp.Path, new QuantizationOptions { SkipModules = ["down_proj"] });
         var options = QuantizedModelFiles.ReadQuantizationConfig(temp.Path)!;
         Assert.Equal(["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"], options.SkipModules);
         using var loaded = HuggingFaceModel.Load(temp.Path);
@@ -152,9 +139,7 @@ public class BitsAndBytesFormatTests
             Assert.True(LoraTestKit.BitEqual(want, got), name);
         }
 
-        using var before = LoraTestKit.Logits(reference);
-        using var after = LoraTestKit.Logits(loaded);
-        Assert.True(LoraTestKit.BitEqual(before, after));
+        AssertSameLogits(reference, loaded);
     }
 
     [Theory]
@@ -206,6 +191,22 @@ public class BitsAndBytesFormatTests
     [InlineData(-0.0625, "-0.0625")]
     [InlineData(6.02e23, "6.02e+23")]
     public void Floats_are_written_as_python_repr(double value, string expected) => Assert.Equal(expected, PythonJson.Float(value));
+
+    /// <summary>A tiny model, quantized and saved to <paramref name="directory"/>.</summary>
+    private static CausalLanguageModel SavedQuantizedModel(string directory, QuantizationOptions? options = null, bool tied = false)
+    {
+        var model = TinyModels.Create(TinyModels.Config(tied: tied));
+        ModelQuantizer.Quantize(model, options);
+        HuggingFaceModel.Save(model, directory);
+        return model;
+    }
+
+    private static void AssertSameLogits(CausalLanguageModel expected, CausalLanguageModel actual)
+    {
+        using var before = LoraTestKit.Logits(expected);
+        using var after = LoraTestKit.Logits(actual);
+        Assert.True(LoraTestKit.BitEqual(before, after));
+    }
 
     private static Dictionary<string, Linear4Bit> Layers(CausalLanguageModel model) =>
         model.named_modules().Where(m => m.module is Linear4Bit).ToDictionary(m => m.name, m => (Linear4Bit)m.module);
