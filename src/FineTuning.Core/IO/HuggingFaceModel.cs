@@ -1,4 +1,5 @@
 using FineTuning.Core.Models;
+using FineTuning.Core.Quantization;
 using static TorchSharp.torch;
 
 namespace FineTuning.Core.IO;
@@ -18,7 +19,11 @@ public static class HuggingFaceModel
     public static bool HasWeights(string directory) =>
         File.Exists(Path.Combine(directory, "model.safetensors")) || File.Exists(Path.Combine(directory, "model.safetensors.index.json"));
 
-    /// <summary>Builds the model described by <c>config.json</c> and loads its weights.</summary>
+    /// <summary>
+    /// Builds the model described by <c>config.json</c> and loads its weights. A folder whose config has a bitsandbytes
+    /// <c>quantization_config</c> (a "-bnb-4bit" checkpoint) loads through <see cref="QuantizedModelFiles.Load"/>, with
+    /// 4-bit projections.
+    /// </summary>
     /// <param name="directory">The model folder.</param>
     /// <param name="options">Device and dtype; default CPU in the config's dtype.</param>
     /// <returns>The model in evaluation mode.</returns>
@@ -27,6 +32,11 @@ public static class HuggingFaceModel
     public static CausalLanguageModel Load(string directory, ModelLoadOptions? options = null)
     {
         options ??= new ModelLoadOptions();
+        if (QuantizedModelFiles.IsQuantizedFolder(directory))
+        {
+            return QuantizedModelFiles.Load(directory, options);
+        }
+
         var config = ModelConfig.Load(Path.Combine(directory, ConfigFileName));
         if (!HasWeights(directory))
         {
@@ -48,13 +58,22 @@ public static class HuggingFaceModel
         }
     }
 
-    /// <summary>Writes <c>config.json</c> (with the model's dtype) and the weights, each file atomically.</summary>
+    /// <summary>
+    /// Writes <c>config.json</c> (with the model's dtype) and the weights, each file atomically. A model with 4-bit
+    /// layers is written in bitsandbytes' layout by <see cref="QuantizedModelFiles.Save"/>.
+    /// </summary>
     /// <param name="model">The model to save.</param>
     /// <param name="directory">The folder (created if needed).</param>
     /// <param name="options">Sharding and dtype options for the weights.</param>
     public static void Save(CausalLanguageModel model, string directory, WeightSaveOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
+        if (QuantizedModelFiles.IsQuantized(model))
+        {
+            QuantizedModelFiles.Save(model, directory, options);
+            return;
+        }
+
         Directory.CreateDirectory(directory);
         var dtype = options?.DType ?? model.DType;
         var config = model.Config with { TorchDtype = ModelConfig.DtypeName(dtype) };

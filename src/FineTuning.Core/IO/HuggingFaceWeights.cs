@@ -173,11 +173,16 @@ public static partial class HuggingFaceWeights
     public static WeightSaveResult Save(nn.Module model, string modelDirectory, WeightSaveOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
+        return SaveTensors(CollectTensors(model), modelDirectory, options);
+    }
+
+    /// <summary>Saves named tensors as <see cref="Save(nn.Module, string, WeightSaveOptions?)"/> saves a module's.</summary>
+    internal static WeightSaveResult SaveTensors(List<KeyValuePair<string, Tensor>> tensors, string modelDirectory, WeightSaveOptions? options)
+    {
         ArgumentException.ThrowIfNullOrEmpty(modelDirectory);
         options ??= WeightSaveOptions.Default;
         string directory = Path.GetFullPath(modelDirectory);
 
-        var tensors = CollectTensors(model);
         var sizes = new long[tensors.Count];
         for (int i = 0; i < tensors.Count; i++)
         {
@@ -185,7 +190,7 @@ public static partial class HuggingFaceWeights
             if (tensor.is_meta)
             {
                 throw new ArgumentException(
-                    $"Cannot save weights to '{directory}': model tensor '{name}' is on the meta device and has no data.", nameof(model));
+                    $"Cannot save weights to '{directory}': model tensor '{name}' is on the meta device and has no data.", nameof(tensors));
             }
 
             var stored = SafetensorsWriter.StoredType(tensor, options.DType);
@@ -338,7 +343,8 @@ public static partial class HuggingFaceWeights
         }
     }
 
-    private static Sources OpenSources(string directory)
+    /// <summary>Opens the weight files of a folder (single file or shards); the caller disposes the readers.</summary>
+    internal static Sources OpenSources(string directory)
     {
         if (!Directory.Exists(directory))
         {
@@ -450,5 +456,6 @@ public static partial class HuggingFaceWeights
     [GeneratedRegex(@"^model-\d{5}-of-\d{5}\.safetensors$", RegexOptions.CultureInvariant)]
     private static partial Regex ShardFileName();
 
-    private sealed record Sources(string DescriptorPath, List<SafetensorsReader> Readers, Dictionary<string, SafetensorsReader> ReaderByTensor);
+    /// <summary>The readers of a folder's weight files and which reader holds each tensor.</summary>
+    internal sealed record Sources(string DescriptorPath, List<SafetensorsReader> Readers, Dictionary<string, SafetensorsReader> ReaderByTensor);
 }

@@ -133,7 +133,11 @@ public sealed class CausalLanguageModel : nn.Module<ModelInput, ModelOutput>, IR
         return slot.Parent.ReplaceChild(slot.ChildName, replacement);
     }
 
-    /// <summary>Counts trainable and total parameters (each shared tensor once, as PEFT does).</summary>
+    /// <summary>
+    /// Counts trainable and total parameters (each shared tensor once, as PEFT does). A 4-bit projection counts as
+    /// in·out frozen parameters (PEFT counts a bitsandbytes <c>Params4bit</c> as twice its packed bytes), so quantizing
+    /// leaves the total unchanged.
+    /// </summary>
     /// <returns>The counts.</returns>
     public ParameterSummary CountParameters()
     {
@@ -144,6 +148,14 @@ public sealed class CausalLanguageModel : nn.Module<ModelInput, ModelOutput>, IR
             if (p.requires_grad)
             {
                 trainable += p.numel();
+            }
+        }
+
+        foreach (var (_, module) in named_modules())
+        {
+            if (module is Quantization.IQuantizedLinear quantized)
+            {
+                total += quantized.InFeatures * quantized.OutFeatures;
             }
         }
 

@@ -28,9 +28,7 @@ public static class Blockwise8BitQuantizer
         using var scope = NewDisposeScope();
         var flat = input.to(ScalarType.Float32).reshape(-1);
         var n = flat.shape[0];
-        var blocks = (n + blockSize - 1) / blockSize;
-        var padded = blocks * blockSize == n ? flat : nn.functional.pad(flat, [0, blocks * blockSize - n]);
-        var grid = padded.view(blocks, blockSize);
+        var grid = BlockLayout.Grid(flat, n, blockSize);
         var absmax = grid.abs().amax([1]);
         var scaled = (grid * (1.0f / absmax.clamp_min(1e-38f)).unsqueeze(1)).clamp(-1, 1).reshape(-1).narrow(0, 0, n);
         var codes = NearestIndex(scaled, map).to(ScalarType.Byte).reshape(input.shape);
@@ -45,14 +43,17 @@ public static class Blockwise8BitQuantizer
     {
         ArgumentNullException.ThrowIfNull(quantized);
         ArgumentNullException.ThrowIfNull(map);
+        using var table = tensor(map.ToArray(), device: quantized.Codes.device);
+        return Dequantize(quantized.Codes, quantized.Absmax, quantized.BlockSize, table);
+    }
+
+    /// <summary>Restores float32 values from codes, per-block absmax and a map held as a float32 tensor [256].</summary>
+    internal static Tensor Dequantize(Tensor codes, Tensor absmax, int blockSize, Tensor map)
+    {
         using var scope = NewDisposeScope();
-        var table = tensor(map.ToArray(), device: quantized.Codes.device);
-        var values = table.index_select(0, quantized.Codes.reshape(-1).to(ScalarType.Int64));
-        var n = values.shape[0];
-        var blocks = quantized.Absmax.shape[0];
-        var padded = blocks * quantized.BlockSize == n ? values : nn.functional.pad(values, [0, blocks * quantized.BlockSize - n]);
-        var scaled = (padded.view(blocks, quantized.BlockSize) * quantized.Absmax.unsqueeze(1)).reshape(-1).narrow(0, 0, n);
-        return scaled.reshape(quantized.Codes.shape).MoveToOuterDisposeScope();
+        var values = map.index_select(0, codes.reshape(-1).to(ScalarType.Int64));
+        var scaled = BlockLayout.Scale(values, absmax, blockSize, values.shape[0]);
+        return scaled.reshape(codes.shape).MoveToOuterDisposeScope();
     }
 
     /// <summary>Index of the nearest ascending-table value for each element; a value on a midpoint takes the lower index.</summary>

@@ -35,16 +35,18 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
     private bool disabled;
     private Tensor? weightBeforeMutation;
 
-    /// <summary>Wraps a Linear (or a tied head); the wrapper has no adapter yet.</summary>
+    /// <summary>
+    /// Wraps a Linear, a tied head or a quantized layer (<see cref="Quantization.IQuantizedLinear"/>, e.g. a 4-bit
+    /// <see cref="Quantization.Linear4Bit"/> for QLoRA); the wrapper has no adapter yet. On a quantized base, merging
+    /// dequantizes, adds the update and quantizes again (lossy, as PEFT does), and PiSSA is refused.
+    /// </summary>
     /// <param name="baseLayer">The layer to adapt; it becomes the child <c>base_layer</c>.</param>
     /// <exception cref="ArgumentException">The layer is not a Linear.</exception>
     public LoraLinear(nn.Module<Tensor, Tensor> baseLayer) : base(nameof(LoraLinear))
     {
         base_layer = LinearWeights.RequireSupported(baseLayer, "LoRA", nameof(baseLayer));
         RegisterComponents();
-        var weight = LinearWeights.Weight(baseLayer);
-        OutFeatures = weight.shape[0];
-        InFeatures = weight.shape[1];
+        (OutFeatures, InFeatures) = LinearWeights.Shape(baseLayer);
         train(baseLayer.training);
     }
 
@@ -52,6 +54,7 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
     public nn.Module<Tensor, Tensor> BaseLayer => base_layer;
 
     /// <summary>The base layer's weight, [out, in].</summary>
+    /// <exception cref="NotSupportedException">The base is quantized (read it with <see cref="Quantization.IQuantizedLinear.Dequantize"/>).</exception>
     public Tensor BaseWeight => LinearWeights.Weight(base_layer);
 
     /// <summary>The base layer's input size.</summary>
@@ -126,7 +129,7 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
     /// <param name="adapter">A name without dots.</param>
     /// <param name="config">The settings.</param>
     /// <param name="generator">The random generator for the init (global one when <c>null</c>).</param>
-    /// <exception cref="ArgumentException">The name is invalid or taken, or PiSSA's rank exceeds the weight's.</exception>
+    /// <exception cref="ArgumentException">The name is invalid or taken, PiSSA's rank exceeds the weight's, or PiSSA is asked on a quantized base.</exception>
     public void AddAdapter(string adapter, LoraLayerConfig config, Generator? generator = null)
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -141,9 +144,15 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
             throw new ArgumentException($"PiSSA needs r ≤ min(in, out) = {Math.Min(InFeatures, OutFeatures)}, got r = {config.R}.", nameof(config));
         }
 
-        var weight = BaseWeight;
-        var a = nn.Linear(InFeatures, config.R, hasBias: false, device: weight.device, dtype: config.DType);
-        var b = nn.Linear(config.R, OutFeatures, hasBias: false, device: weight.device, dtype: config.DType);
+        if (config.Init == LoraInit.Pissa && base_layer is Quantization.IQuantizedLinear)
+        {
+            throw new ArgumentException("PiSSA needs a float32, float16 or bfloat16 base weight, not a quantized one; initialise it in full precision, then quantize the residual model.", nameof(config));
+        }
+
+        var device = LinearWeights.Device(base_layer);
+        var isMeta = LinearWeights.IsMeta(base_layer);
+        var a = nn.Linear(InFeatures, config.R, hasBias: false, device: device, dtype: config.DType);
+        var b = nn.Linear(config.R, OutFeatures, hasBias: false, device: device, dtype: config.DType);
         nn.Module<Tensor, Tensor> dropout = config.Dropout > 0 ? nn.Dropout(config.Dropout) : nn.Identity();
         foreach (var module in new nn.Module[] { a, b, dropout })
         {
@@ -154,14 +163,14 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         lora_B.Add(adapter, b);
         lora_dropout.Add(adapter, dropout);
         configs[adapter] = config;
-        if (!weight.is_meta)
+        if (!isMeta)
         {
             Initialize(adapter, config, generator);
         }
 
         if (config.UseDora)
         {
-            var magnitude = weight.is_meta ? empty(OutFeatures, dtype: config.DType, device: weight.device) : InitialMagnitude(adapter);
+            var magnitude = isMeta ? empty(OutFeatures, dtype: config.DType, device: device) : InitialMagnitude(adapter);
             lora_magnitude_vector.Add(adapter, new LoraMagnitudeVector(magnitude));
         }
     }
@@ -223,10 +232,10 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
             throw new InvalidOperationException("Cannot merge into a head tied to the input embeddings: the merge would change the embeddings too.");
         }
 
-        var weight = BaseWeight;
+        var isMeta = LinearWeights.IsMeta(base_layer);
         foreach (var adapter in (adapters ?? active).Where(configs.ContainsKey).ToArray())
         {
-            if (merged.Contains(adapter) || weight.is_meta)
+            if (merged.Contains(adapter) || isMeta)
             {
                 continue;
             }
@@ -234,7 +243,7 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
             using var _ = no_grad();
             using var scope = NewDisposeScope();
             var delta = DeltaWeight(adapter);
-            var sum = weight.to(ScalarType.Float32) + delta;
+            var sum = LinearWeights.Read(base_layer).to(ScalarType.Float32) + delta;
             Tensor result;
             if (Magnitude(adapter) is { } magnitude)
             {
@@ -257,7 +266,7 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
                 throw new InvalidOperationException($"NaNs detected in the merged weights. The adapter '{adapter}' seems to be broken.");
             }
 
-            weight.copy_(result);
+            LinearWeights.Write(base_layer, result);
             merged.Add(adapter);
         }
     }
@@ -265,7 +274,6 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
     /// <summary>Subtracts the merged adapters' updates, most recent first. fp32 weights come back within rounding (about 1e-7 relative), not bit for bit.</summary>
     public void Unmerge()
     {
-        var weight = BaseWeight;
         while (merged.Count > 0)
         {
             var adapter = merged[^1];
@@ -273,18 +281,18 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
             using var _ = no_grad();
             using var scope = NewDisposeScope();
             var delta = DeltaWeight(adapter);
-            var current = weight.to(ScalarType.Float32);
+            var current = LinearWeights.Read(base_layer).to(ScalarType.Float32);
             if (doraMergeNorms.Remove(adapter, out var norm))
             {
                 using (norm)
                 {
                     var factor = (Magnitude(adapter)!.to(ScalarType.Float32) / norm).view(-1, 1);
-                    weight.copy_(current / factor - delta);
+                    LinearWeights.Write(base_layer, current / factor - delta);
                 }
             }
             else
             {
-                weight.copy_(current - delta);
+                LinearWeights.Write(base_layer, current - delta);
             }
         }
     }
@@ -364,7 +372,7 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
     {
         var a = lora_A[adapter];
         var b = lora_B[adapter];
-        var weight = BaseWeight.to(x.dtype);
+        var weight = LinearWeights.Read(base_layer).to(x.dtype);
         Tensor norm;
         using (no_grad())
         {
@@ -448,7 +456,7 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var config = configs[adapter];
-        var sum = BaseWeight.to(ScalarType.Float32) + DeltaWeight(adapter);
+        var sum = LinearWeights.Read(base_layer).to(ScalarType.Float32) + DeltaWeight(adapter);
         return linalg.vector_norm(sum, dims: [1]).to(config.DType).clone().DetachFromDisposeScope();
     }
 

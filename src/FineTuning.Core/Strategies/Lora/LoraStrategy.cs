@@ -629,10 +629,16 @@ public sealed class LoraStrategy : IParameterStrategy
             }
 
             var rank = options.RankFor(slot.FullName);
-            var weight = LinearWeights.Weight(slot.Module is LoraLinear wrapped ? wrapped.BaseLayer : slot.Module);
-            if (options.Init == LoraInit.Pissa && rank > Math.Min(weight.shape[0], weight.shape[1]))
+            var baseLayer = slot.Module is LoraLinear wrapped ? wrapped.BaseLayer : slot.Module;
+            var (outFeatures, inFeatures) = LinearWeights.Shape(baseLayer);
+            if (options.Init == LoraInit.Pissa && baseLayer is Quantization.IQuantizedLinear)
             {
-                throw new InvalidOptionException($"{nameof(LoraOptions)}.{nameof(LoraOptions.R)}", $"PiSSA needs r ≤ min(in, out) of '{slot.FullName}' ({Math.Min(weight.shape[0], weight.shape[1])}), got {rank}.");
+                throw new InvalidOptionException($"{nameof(LoraOptions)}.{nameof(LoraOptions.Init)}", $"PiSSA needs a full-precision base weight, but '{slot.FullName}' is quantized; initialise PiSSA before quantizing and quantize the residual model.");
+            }
+
+            if (options.Init == LoraInit.Pissa && rank > Math.Min(outFeatures, inFeatures))
+            {
+                throw new InvalidOptionException($"{nameof(LoraOptions)}.{nameof(LoraOptions.R)}", $"PiSSA needs r ≤ min(in, out) of '{slot.FullName}' ({Math.Min(outFeatures, inFeatures)}), got {rank}.");
             }
         }
 

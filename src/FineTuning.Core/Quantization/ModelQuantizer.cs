@@ -1,0 +1,49 @@
+using FineTuning.Core.Models;
+using TorchSharp.Modules;
+
+namespace FineTuning.Core.Quantization;
+
+/// <summary>
+/// Quantizes a model's projections to 4 bits in place (what Transformers does when loading with
+/// <c>BitsAndBytesConfig(load_in_4bit=True)</c>): every Linear in <see cref="CausalLanguageModel.LinearSlots"/> except
+/// <c>lm_head</c> and <see cref="QuantizationOptions.SkipModules"/> becomes a <see cref="Linear4Bit"/>; embeddings
+/// and norms are never quantized.
+/// </summary>
+public static class ModelQuantizer
+{
+    /// <summary>Replaces the projections with 4-bit layers and frees the full-precision weights.</summary>
+    /// <param name="model">The model, with real weights (not on the meta device) and no adapters attached yet.</param>
+    /// <param name="options">The settings; <see cref="QuantizationOptions.Default"/> (NF4, double quantization, blocks of 64, bf16 compute) when <c>null</c>.</param>
+    /// <returns>The full names of the quantized modules, in model order (slots already 4-bit are left alone and not listed).</returns>
+    /// <exception cref="InvalidOptionException">The options are invalid.</exception>
+    /// <exception cref="InvalidOperationException">A projection is wrapped (LoRA, modules_to_save): quantize before adding adapters.</exception>
+    public static IReadOnlyList<string> Quantize(CausalLanguageModel model, QuantizationOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        options ??= QuantizationOptions.Default;
+        options.Validate();
+        var targets = new List<(string Name, Linear Linear)>();
+        foreach (var slot in model.LinearSlots())
+        {
+            if (options.IsSkipped(slot.FullName) || slot.Module is Linear4Bit)
+            {
+                continue;
+            }
+
+            if (slot.Module is not Linear linear)
+            {
+                throw new InvalidOperationException($"Cannot quantize '{slot.FullName}': it holds a {slot.Module.GetType().Name}, not a Linear. Quantize the model before adding adapters.");
+            }
+
+            targets.Add((slot.FullName, linear));
+        }
+
+        foreach (var (name, linear) in targets)
+        {
+            var quantized = Linear4Bit.FromLinear(linear, options);
+            model.ReplaceModule(name, quantized).Dispose();
+        }
+
+        return targets.Select(t => t.Name).ToArray();
+    }
+}
