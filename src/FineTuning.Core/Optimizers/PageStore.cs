@@ -65,6 +65,8 @@ internal sealed unsafe class PageStore : IDisposable
     private readonly long? hostBudget;
     private readonly string spillDirectory;
     private readonly List<Page> pages = [];
+    private readonly Dictionary<ScalarType, long> largestSpilled = [];
+    private readonly Dictionary<ScalarType, Tensor> spillStaging = [];
     private long spillBytes;
     private MemoryMappedFile? map;
     private MemoryMappedViewAccessor? view;
@@ -131,6 +133,7 @@ internal sealed unsafe class PageStore : IDisposable
             page = new Page(PageTier.Spilled, dtype, elements, bytes, device, null, spillBytes);
             spillBytes += (bytes + SpillAlignment - 1) / SpillAlignment * SpillAlignment;
             SpilledBytes += bytes;
+            largestSpilled[dtype] = Math.Max(largestSpilled.GetValueOrDefault(dtype), elements);
         }
 
         pages.Add(page);
@@ -163,7 +166,7 @@ internal sealed unsafe class PageStore : IDisposable
             return;
         }
 
-        using var host = HostBuffer(page.DType, page.Elements, page.Device, zero: false);
+        using var host = Staging(page);
         new ReadOnlySpan<byte>(SpillBase() + page.Offset, checked((int)page.Bytes)).CopyTo(host.bytes);
         destination.copy_(host);
     }
@@ -177,7 +180,7 @@ internal sealed unsafe class PageStore : IDisposable
             return;
         }
 
-        using var host = HostBuffer(page.DType, page.Elements, page.Device, zero: false);
+        using var host = Staging(page);
         host.copy_(source);
         host.bytes.CopyTo(new Span<byte>(SpillBase() + page.Offset, checked((int)page.Bytes)));
     }
@@ -204,6 +207,11 @@ internal sealed unsafe class PageStore : IDisposable
         foreach (var page in pages)
         {
             page.Data?.Dispose();
+        }
+
+        foreach (var buffer in spillStaging.Values)
+        {
+            buffer.Dispose();
         }
 
         if (view is not null)
@@ -240,6 +248,18 @@ internal sealed unsafe class PageStore : IDisposable
         {
             return buffer;
         }
+    }
+
+    /// <summary>A view of the host buffer (one per element type, as large as the largest spilled page, pinned for GPU parameters) that spilled pages pass through.</summary>
+    private Tensor Staging(Page page)
+    {
+        if (!spillStaging.TryGetValue(page.DType, out var buffer))
+        {
+            buffer = HostBuffer(page.DType, largestSpilled[page.DType], page.Device, zero: false).DetachFromDisposeScope();
+            spillStaging[page.DType] = buffer;
+        }
+
+        return buffer.narrow(0, 0, page.Elements);
     }
 
     /// <summary>The start of the mapped spill file, creating the file (zero-filled, deleted on close) on first use.</summary>
