@@ -19,6 +19,16 @@ internal static class OptimizerTestKit
         (NextTokenLoss.Sum(model, batch) / batch.TargetCount).backward();
     }
 
+    /// <summary>Gives every parameter of <paramref name="target"/> a copy of the same-named gradient of <paramref name="source"/>.</summary>
+    public static void CopyGradients(nn.Module source, nn.Module target)
+    {
+        var gradients = source.named_parameters().ToDictionary(p => p.name, p => p.parameter.grad);
+        foreach (var (name, parameter) in target.named_parameters())
+        {
+            parameter.grad = gradients[name]?.clone().DetachFromDisposeScope();
+        }
+    }
+
     /// <summary>A Qwen2-shaped tiny model (it has biases) with full SFT.</summary>
     public static (CausalLanguageModel Model, IParameterStrategy Strategy) Qwen2(ScalarType dtype = ScalarType.Float32) =>
         TrainingData.FullSft(dtype, TinyModels.Config(ModelFamily.Qwen2));

@@ -45,9 +45,11 @@ public class PagedAdamWTests(ITestOutputHelper output)
         const double maxNorm = 0.5;
         for (var step = 0; step < 4; step++)
         {
-            OptimizerTestKit.Backward(paged, step);
+            // One backward, its gradients copied to the other models: the optimizers alone differ (some gradients are
+            // rounding noise, which Adam's normalisation would turn into visible differences between two backwards).
             OptimizerTestKit.Backward(dense, step);
-            OptimizerTestKit.Backward(reference, step);
+            OptimizerTestKit.CopyGradients(dense, paged);
+            OptimizerTestKit.CopyGradients(dense, reference);
             var norm = ours.Step(1e-2, maxNorm);
             Assert.Equal(norm, adamW.Step(1e-2, maxNorm));
             Assert.True(norm > maxNorm, $"clipping must be active (norm {norm})");
@@ -62,7 +64,7 @@ public class PagedAdamWTests(ITestOutputHelper output)
         var versusTorch = paged.parameters().Zip(reference.parameters()).Max(p => (p.First - p.Second).abs().max().item<float>());
         output.WriteLine($"paged vs AdamW: max relative difference {versusAdamW:g3}; paged vs torch AdamW: max abs difference {versusTorch:g3}");
         Assert.True(versusAdamW <= 1e-6, $"paged vs AdamW: {versusAdamW}");
-        Assert.True(versusTorch <= 1e-5, $"paged vs torch AdamW: {versusTorch}");
+        Assert.True(versusTorch <= 1e-6, $"paged vs torch AdamW: {versusTorch}");
         Assert.Equal(4, ours.StepCount);
     }
 
