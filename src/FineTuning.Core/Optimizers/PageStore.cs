@@ -20,36 +20,14 @@ internal enum PageTier
 }
 
 /// <summary>One page: a flat run of elements of one state of one parameter.</summary>
-internal sealed class Page
-{
-    public Page(PageTier tier, ScalarType dtype, long elements, long bytes, Device device, Tensor? data, long offset)
-    {
-        Tier = tier;
-        DType = dtype;
-        Elements = elements;
-        Bytes = bytes;
-        Device = device;
-        Data = data;
-        Offset = offset;
-    }
-
-    public PageTier Tier { get; }
-
-    public ScalarType DType { get; }
-
-    public long Elements { get; }
-
-    public long Bytes { get; }
-
-    /// <summary>The device of the parameter the page belongs to: where it is updated.</summary>
-    public Device Device { get; }
-
-    /// <summary>The values for the device and host tiers.</summary>
-    public Tensor? Data { get; }
-
-    /// <summary>The byte offset in the spill file for the spilled tier.</summary>
-    public long Offset { get; }
-}
+/// <param name="Tier">Where it lives between steps.</param>
+/// <param name="DType">The element type.</param>
+/// <param name="Elements">The element count.</param>
+/// <param name="Bytes">Its size in bytes.</param>
+/// <param name="Device">The device of the parameter the page belongs to: where it is updated.</param>
+/// <param name="Data">The values for the device and host tiers.</param>
+/// <param name="Offset">The byte offset in the spill file for the spilled tier.</param>
+internal sealed record Page(PageTier Tier, ScalarType DType, long Elements, long Bytes, Device Device, Tensor? Data, long Offset);
 
 /// <summary>
 /// Memory for paged optimizer state in three tiers, filled in order as pages are allocated: the parameter's device up to
