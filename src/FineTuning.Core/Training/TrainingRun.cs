@@ -23,7 +23,7 @@ internal sealed class TrainingRun : IDisposable
     private readonly CancellationToken cancellationToken;
     private readonly IReadOnlyList<PackedRow> rows;
     private readonly IReadOnlyList<TokenizedExample>? evalExamples;
-    private AdamWOptimizer? optimizer;
+    private IOptimizer? optimizer;
     private readonly int microBatchesPerEpoch;
     private readonly int totalSteps;
     private readonly int skippedExamples;
@@ -147,7 +147,7 @@ internal sealed class TrainingRun : IDisposable
     public void Dispose() => optimizer?.Dispose();
 
     /// <summary>The optimizer, created by <see cref="Start"/> once the strategy state is loaded.</summary>
-    private AdamWOptimizer Optimizer => optimizer ?? throw new InvalidOperationException("The run has not started.");
+    private IOptimizer Optimizer => optimizer ?? throw new InvalidOperationException("The run has not started.");
 
     private List<TokenizedExample> Prepare(IReadOnlyList<TokenizedExample> data, string parameter)
     {
@@ -199,7 +199,7 @@ internal sealed class TrainingRun : IDisposable
             WarnIfDifferent(checkpoint, "total step count", state.TotalSteps, totalSteps);
             // The strategy loads first: the optimizer takes the parameters (and master copies) as they are then.
             strategy.Load(checkpoint);
-            optimizer = new AdamWOptimizer(strategy.TrainableParameters(), options.Optimizer);
+            optimizer = OptimizerFactory.Create(strategy.TrainableParameters(), options.Optimizer);
             optimizer.Load(Path.Combine(checkpoint, TrainingCheckpoints.OptimizerFileName));
             using (var rng = tensor(Convert.FromBase64String(state.RngState)))
             {
@@ -219,7 +219,7 @@ internal sealed class TrainingRun : IDisposable
                 GradientAccumulationSteps = options.GradientAccumulationSteps,
             };
             manual_seed(options.Seed);
-            optimizer = new AdamWOptimizer(strategy.TrainableParameters(), options.Optimizer);
+            optimizer = OptimizerFactory.Create(strategy.TrainableParameters(), options.Optimizer);
         }
 
         state.TotalSteps = totalSteps;

@@ -122,7 +122,7 @@ public class TrainerTests(ITestOutputHelper output)
             BatchSize = 4,
             LogEverySteps = 5,
             EvalEverySteps = 20,
-            Optimizer = new Optimizers.OptimizerOptions { LearningRate = 2e-2 },
+            Optimizer = new global::FineTuning.Core.Optimizers.OptimizerOptions { LearningRate = 2e-2 },
             Schedule = new ScheduleOptions { Kind = ScheduleKind.Constant, WarmupSteps = 2 },
         };
         var result = TrainingData.Trainer(model, strategy, options).Train(data, data);

@@ -48,7 +48,7 @@ internal static class TrainingData
         BatchSize = 2,
         MaxSequenceLength = 32,
         LogEverySteps = 1,
-        Optimizer = new Optimizers.OptimizerOptions { LearningRate = 1e-2, WeightDecay = 0.01 },
+        Optimizer = new global::FineTuning.Core.Optimizers.OptimizerOptions { LearningRate = 1e-2, WeightDecay = 0.01 },
         Schedule = new ScheduleOptions { Kind = ScheduleKind.Linear, WarmupSteps = 1 },
     };
 
