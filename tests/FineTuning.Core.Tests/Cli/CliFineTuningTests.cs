@@ -133,7 +133,7 @@ public sealed class CliFineTuningTests(CliAdapters adapters) : IClassFixture<Cli
     [Theory]
     [InlineData("missing --data", "--data", "train", "{base}", "--method", "lora", "--out", "{out}")]
     [InlineData("missing --method", "--method", "train", "{base}", "--data", "{train}", "--out", "{out}")]
-    [InlineData("unknown method", "--method", "train", "{base}", "--data", "{train}", "--method", "qlora", "--out", "{out}")]
+    [InlineData("unknown method", "--method", "train", "{base}", "--data", "{train}", "--method", "bogus", "--out", "{out}")]
     [InlineData("unknown schedule", "--schedule", "train", "{base}", "--data", "{train}", "--method", "lora", "--out", "{out}", "--schedule", "exponential")]
     [InlineData("rank 0", "--r", "train", "{base}", "--data", "{train}", "--method", "lora", "--r", "0", "--out", "{out}")]
     [InlineData("merge without --adapter", "--adapter", "merge", "{base}", "--out", "{out}")]

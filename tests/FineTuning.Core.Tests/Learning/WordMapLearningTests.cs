@@ -11,8 +11,9 @@ using static FineTuning.Core.Tests.Strategies.Lora.LoraTestKit;
 namespace FineTuning.Core.Tests.Learning;
 
 /// <summary>
-/// The word-map task end to end: a LoRA fine-tune (and a full SFT, and QLoRA on the 4-bit base) of the tiny model, starting from a base that knows
-/// another word table, drives the validation loss on unseen prompts far below the base's and answers them exactly.
+/// The word-map task end to end: a LoRA fine-tune (and a full SFT, and QLoRA on the 4-bit base) of the tiny model,
+/// starting from a base that knows another word table, drives the validation loss on unseen prompts far below the
+/// base's and answers them exactly.
 /// </summary>
 /// <remarks>
 /// Measured on CPU (seeded, so every run gives the same numbers), completion tokens of eval.jsonl (64 prompts):
