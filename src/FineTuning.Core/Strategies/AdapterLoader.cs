@@ -67,4 +67,22 @@ public static class AdapterLoader
             _ => throw new NotSupportedException($"{Path.Combine(directory, ConfigFileName)}: peft_type {type} is not supported (supported: LORA)."),
         };
     }
+
+    /// <summary>Applies a strategy, then loads its weights; when loading fails the strategy is removed again and the error rethrown.</summary>
+    internal static TStrategy ApplyAndLoad<TStrategy>(TStrategy strategy, CausalLanguageModel model, ILogger? logger, Action<TStrategy> load)
+        where TStrategy : IParameterStrategy
+    {
+        strategy.Apply(model, new StrategyContext { Logger = logger ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance });
+        try
+        {
+            load(strategy);
+        }
+        catch
+        {
+            strategy.Remove();
+            throw;
+        }
+
+        return strategy;
+    }
 }

@@ -12,22 +12,16 @@ using static FineTuning.Core.Tests.Cli.CliRunner;
 namespace FineTuning.Core.Tests.Cli;
 
 /// <summary>A random tiny base, its 4-bit copy by <c>finetune quantize</c>, and a QLoRA adapter trained on the copy, shared by the tests.</summary>
-public sealed class CliQLoraModels : IDisposable
+public sealed class CliQLoraModels : CliFixture
 {
-    private readonly TempDirectory temp = new();
-
     public CliQLoraModels()
     {
-        Base = Path.Combine(temp.Path, "base");
-        Succeed("init", Base, "--preset", "tiny", "--seed", "3");
-        Quantized = Path.Combine(temp.Path, "q4");
+        Quantized = Folder("q4");
         QuantizeOutput = Succeed("quantize", Base, "--out", Quantized);
-        Adapter = Path.Combine(temp.Path, "adapter");
+        Adapter = Folder("adapter");
         TrainOutput = Succeed("train", Quantized, "--method", "qlora", "--r", "4", "--data", WordMap.TrainPath, "--out", Adapter,
             "--max-steps", "3", "--batch-size", "8", "--lr", "2e-2", "--schedule", "constant", "--optimizer", "paged-adamw", "--checkpoint-every", "3");
     }
-
-    public string Base { get; }
 
     /// <summary>NF4, double quantization, blocks of 64, bf16 compute (the defaults).</summary>
     public string Quantized { get; }
@@ -38,10 +32,6 @@ public sealed class CliQLoraModels : IDisposable
     public string Adapter { get; }
 
     public string TrainOutput { get; }
-
-    public string Folder(string name) => Path.Combine(temp.Path, name);
-
-    public void Dispose() => temp.Dispose();
 }
 
 public sealed class CliQLoraTests(CliQLoraModels models) : IClassFixture<CliQLoraModels>
@@ -190,11 +180,7 @@ public sealed class CliQLoraTests(CliQLoraModels models) : IClassFixture<CliQLor
     public void Usage_errors_exit_with_code_2_and_name_the_option(string mistake, string option, params string[] template)
     {
         var output = models.Folder("not-written-" + mistake.Replace(' ', '-').Replace(":", "", StringComparison.Ordinal));
-        var args = template.Select(a => a.Replace("{base}", models.Base).Replace("{q4}", models.Quantized).Replace("{train}", WordMap.TrainPath).Replace("{out}", output)).ToArray();
-        var (code, _, error) = Run(args);
-        Assert.True(code == 2, $"{mistake}: exit code {code}, {error}");
-        Assert.Contains(option, Lines(error)[0]);
-        Assert.False(Directory.Exists(output), mistake);
+        AssertUsageError(mistake, option, output, [.. template.Select(a => a.Replace("{base}", models.Base).Replace("{q4}", models.Quantized).Replace("{train}", WordMap.TrainPath).Replace("{out}", output))]);
     }
 
     [Fact]

@@ -87,18 +87,7 @@ public sealed class QLoraStrategy : IParameterStrategy
         };
         var strategy = new QLoraStrategy(options);
         strategy.lora.InferenceMode = !isTrainable;
-        strategy.Apply(model, new StrategyContext { Logger = logger ?? NullLogger.Instance });
-        try
-        {
-            strategy.Load(directory);
-        }
-        catch
-        {
-            strategy.Remove();
-            throw;
-        }
-
-        return strategy;
+        return AdapterLoader.ApplyAndLoad(strategy, model, logger, s => s.Load(directory));
     }
 
     /// <summary>

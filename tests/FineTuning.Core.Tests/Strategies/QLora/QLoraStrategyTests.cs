@@ -35,6 +35,14 @@ public class QLoraStrategyTests
         return strategy;
     }
 
+    /// <summary>QLoRA applied with random B matrices, so the adapter changes the output.</summary>
+    private static QLoraStrategy Adapted(CausalLanguageModel model, QLoraOptions? options = null, ILogger? logger = null, double std = 0.2)
+    {
+        var strategy = Apply(model, options ?? Options(), logger);
+        Randomize(strategy.Lora, std: std);
+        return strategy;
+    }
+
     /// <summary>A plain model whose projections hold the 4-bit model's weights dequantized in <paramref name="dtype"/> (stored in fp32).</summary>
     private static CausalLanguageModel Dequantized(CausalLanguageModel quantized, ScalarType dtype)
     {
@@ -101,8 +109,7 @@ public class QLoraStrategyTests
     {
         using var temp = new TempDirectory();
         using var model = TinyModels.Create();
-        var strategy = Apply(model, Options());
-        Randomize(strategy.Lora);
+        var strategy = Adapted(model);
         using var unmerged = Logits(model);
         using (var baseOnly = Dequantized(model, ScalarType.Float32))
         using (var baseLogits = Logits(baseOnly))
@@ -128,8 +135,7 @@ public class QLoraStrategyTests
     public void Merging_a_bf16_compute_model_uses_the_weights_its_forward_pass_used()
     {
         using var model = TinyModels.Create();
-        var strategy = Apply(model, Options(ScalarType.BFloat16));
-        Randomize(strategy.Lora);
+        var strategy = Adapted(model, Options(ScalarType.BFloat16));
         using var unmerged = Logits(model);
         strategy.MergeAndUnload();
         using var merged = Logits(model);
@@ -143,8 +149,7 @@ public class QLoraStrategyTests
     {
         using var model = TinyModels.Create();
         var logger = new ListLogger();
-        var strategy = Apply(model, Options(), logger);
-        Randomize(strategy.Lora, std: 0.05);
+        var strategy = Adapted(model, logger: logger, std: 0.05);
         using var unmerged = Logits(model);
         using var baseOnly = Dequantized(model, ScalarType.Float32);
         using var baseLogits = Logits(baseOnly);
@@ -166,16 +171,14 @@ public class QLoraStrategyTests
     {
         using var model = TinyModels.Create();
         using var original = Logits(model);
-        var strategy = Apply(model, Options());
-        Randomize(strategy.Lora);
+        var strategy = Adapted(model);
         strategy.Remove();
         Assert.Null(strategy.Model);
         Assert.DoesNotContain(model.named_parameters(), p => p.name.Contains("lora_", StringComparison.Ordinal));
         Assert.Equal(2 * 7, model.named_modules().Count(m => m.module is Linear4Bit));
 
         using var kept = TinyModels.Create();
-        var keeping = Apply(kept, Options() with { KeepFullPrecisionBase = true });
-        Randomize(keeping.Lora);
+        var keeping = Adapted(kept, Options() with { KeepFullPrecisionBase = true });
         keeping.Remove();
         Assert.DoesNotContain(kept.named_modules(), m => m.module is Linear4Bit);
         using var restored = Logits(kept);
@@ -270,8 +273,7 @@ public class QLoraStrategyTests
     {
         using var temp = new TempDirectory();
         using var model = TinyModels.Create();
-        var strategy = Apply(model, Options());
-        Randomize(strategy.Lora);
+        var strategy = Adapted(model);
         strategy.Save(temp.Path);
         Assert.Equal("LORA", AdapterLoader.ReadPeftType(temp.Path));
         using var expected = Logits(model);
