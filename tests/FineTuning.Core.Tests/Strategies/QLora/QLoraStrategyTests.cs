@@ -131,6 +131,24 @@ public class QLoraStrategyTests
         Assert.True(BitEqual(merged, reloadedLogits));
     }
 
+    [Theory]
+    [InlineData(null, ScalarType.BFloat16)]
+    [InlineData(ScalarType.Float32, ScalarType.Float32)]
+    public void A_merged_weight_is_the_dequantized_weight_plus_the_update_in_fp32(ScalarType? dequantizeAs, ScalarType expectedDequantization)
+    {
+        using var model = TinyModels.Create();
+        var strategy = Adapted(model, Options(ScalarType.BFloat16));
+        var expected = strategy.Lora.LoraLayers.ToDictionary(
+            l => l.Key,
+            l => ((Linear4Bit)l.Value.BaseLayer).Dequantize(expectedDequantization).to(ScalarType.Float32) + l.Value.DeltaWeight(LoraStrategy.DefaultAdapterName));
+        strategy.MergeAndUnload(dequantizeAs);
+        foreach (var (name, weight) in expected)
+        {
+            var merged = ((Linear)model.LinearSlots().Single(s => s.FullName == name).Module).weight!;
+            Assert.True(BitEqual(weight, merged.detach()), name);
+        }
+    }
+
     [Fact]
     public void Merging_a_bf16_compute_model_uses_the_weights_its_forward_pass_used()
     {
