@@ -134,6 +134,7 @@ public sealed class CliQLoraTests(CliQLoraModels models) : IClassFixture<CliQLor
     }
 
     [Fact]
+    [Trait("Category", "Slow")]
     public void Merge_onto_the_4_bit_base_exports_16_bits_and_requantize_keeps_4_bits_with_a_warning()
     {
         var onTheFly = Loss(models.Quantized, "--adapter", models.Adapter);
