@@ -11,16 +11,22 @@ public static class CliApplication
 
           init <out-dir> --preset tiny|small [--seed N]
                  write a randomly initialised LLaMA-architecture model (config, safetensors, GPT-2 tokenizer)
-          inspect <model-dir> [--method sft|lora [method options]]
-                 print the config summary and PEFT's parameter line (meta device when only config.json exists)
-          train <model-dir> --data train.jsonl [--eval eval.jsonl] --method sft|lora --out <dir>
+          inspect <model-dir> [--method sft|lora|qlora [method options]]
+                 print the config summary and PEFT's parameter line (meta device when only config.json exists);
+                 a 4-bit folder also gets a "quantization:" line
+          quantize <model-dir> --out <dir> [--type nf4|fp4|int4] [--double-quant|--no-double-quant] [--blocksize 64]
+                [--compute-dtype bfloat16|float16|float32]
+                 write a 4-bit copy in bitsandbytes' layout (a "-bnb-4bit" folder); prints bits/param and sizes
+          train <model-dir> --data train.jsonl [--eval eval.jsonl] --method sft|lora|qlora --out <dir>
                 [--lr X] [--epochs N] [--max-steps N] [--batch-size N] [--grad-accum N] [--seq-len N] [--seed N]
+                [--optimizer adamw|paged-adamw|adamw-8bit|paged-adamw-8bit]
                 [--schedule constant|linear|cosine] [--warmup-steps N] [--warmup-ratio X] [--weight-decay X]
                 [--max-grad-norm X] [--packing] [--gradient-checkpointing] [--all-tokens] [--template NAME]
                 [--eval-every N] [--early-stopping PATIENCE] [--checkpoint-every N] [--resume <checkpoint-dir>]
-                 fine-tune; writes an adapter folder (lora) or a model folder (sft) to --out
-          merge <model-dir> --adapter DIR --out <dir>
-                 fold an adapter into the base weights and write a plain Hugging Face model folder
+                 fine-tune; writes an adapter folder (lora, qlora) or a model folder (sft) to --out
+          merge <model-dir> --adapter DIR --out <dir> [--requantize]
+                 fold an adapter into the base weights and write a plain Hugging Face model folder; on a 4-bit base
+                 the weights are dequantized (16-bit folder) unless --requantize keeps them 4-bit (lossy)
           eval <model-dir> --data file.jsonl [--adapter DIR]... [--completion-only] [--json] [--template NAME]
                  mean cross-entropy per predicted token, perplexity, token accuracy and exact match, each line
                  scored on its own (--completion-only: only completion/assistant tokens, as training does)
@@ -30,7 +36,10 @@ public static class CliApplication
         Method options: sft: [--freeze-embeddings] [--freeze-layers N]
                         lora: [--r N] [--alpha X (default 2r)] [--dropout X] [--targets a,b|all-linear|regex:PATTERN]
                               [--rslora] [--dora]
-        Several --adapter folders (LoRA) are active together: their updates add up.
+                        qlora: the lora options (default --r 16 --targets all-linear) and [--quant-type nf4|fp4|int4]
+                              [--blocksize N] [--no-double-quant] [--compute-dtype bfloat16|float16|float32]
+        Several --adapter folders (LoRA) are active together: their updates add up. Adapters work on 16-bit and
+        4-bit bases alike.
 
         Common options: --device cpu|cuda:N (default cpu), --dtype float32|bfloat16|float16 (default: the model's).
         """;
@@ -54,6 +63,7 @@ public static class CliApplication
             {
                 "init" => new InitCommand(),
                 "inspect" => new InspectCommand(),
+                "quantize" => new QuantizeCommand(),
                 "train" => new TrainCommand(),
                 "merge" => new MergeCommand(),
                 "eval" => new EvalCommand(),

@@ -8,7 +8,9 @@ namespace FineTuning.Cli.Commands;
 /// <summary>
 /// <c>finetune inspect &lt;model-dir&gt;</c>: the config summary, then PEFT's parameter line as the last line.
 /// A folder with only config.json is counted on the meta device (no memory). With <c>--method</c> the method is
-/// applied first, so the line shows what would train (e.g. <c>--method lora --r 8 --targets q_proj,v_proj</c>).
+/// applied first, so the line shows what would train (e.g. <c>--method lora --r 8 --targets q_proj,v_proj</c>). A 4-bit
+/// model (a "-bnb-4bit" folder, or <c>--method qlora</c>) also gets a <c>quantization:</c> line; its 4-bit projections
+/// count as in·out parameters, as PEFT counts them.
 /// </summary>
 internal sealed class InspectCommand : ICommand
 {
@@ -34,6 +36,11 @@ internal sealed class InspectCommand : ICommand
             var applied = strategy();
             applied.Apply(model, StrategyContext.Empty);
             output.WriteLine($"method: {applied.Method}");
+        }
+
+        if (QuantizationFlags.Describe(model) is { } quantization)
+        {
+            output.WriteLine(quantization);
         }
 
         output.WriteLine(model.CountParameters().ToPeftLine());

@@ -1,17 +1,20 @@
 using FineTuning.Core.Strategies;
 using FineTuning.Core.Strategies.FullSft;
 using FineTuning.Core.Strategies.Lora;
+using FineTuning.Core.Strategies.QLora;
 
 namespace FineTuning.Cli.Commands;
 
 /// <summary>
 /// <c>--method</c> and each method's options, shared by <c>inspect</c> and <c>train</c>:
-/// <c>sft</c> (<c>--freeze-embeddings</c>, <c>--freeze-layers N</c>) and <c>lora</c>
-/// (<c>--r --alpha --dropout --targets a,b|all-linear|regex:PATTERN --rslora --dora</c>).
+/// <c>sft</c> (<c>--freeze-embeddings</c>, <c>--freeze-layers N</c>), <c>lora</c>
+/// (<c>--r --alpha --dropout --targets a,b|all-linear|regex:PATTERN --rslora --dora</c>) and <c>qlora</c> (the LoRA
+/// options, defaulting to r 16 on all-linear, plus <c>--quant-type nf4|fp4|int4 --blocksize N --no-double-quant
+/// --compute-dtype D</c>).
 /// </summary>
 internal static class MethodOptions
 {
-    public static readonly string[] FlagNames = ["freeze-embeddings", "rslora", "dora"];
+    public static readonly string[] FlagNames = ["freeze-embeddings", "rslora", "dora", .. QuantizationFlags.FlagNames];
 
     /// <summary>Reads the method options; returns <c>null</c> when <c>--method</c> is absent and not required.</summary>
     public static Func<IParameterStrategy>? Read(CommandLine commandLine, bool required)
@@ -25,9 +28,31 @@ internal static class MethodOptions
         var targets = commandLine.String("targets");
         var rsLora = commandLine.Flag("rslora");
         var dora = commandLine.Flag("dora");
+        var quantization = QuantizationFlags.Read(commandLine, "quant-type", out var quantizationGiven);
         if (method is null)
         {
-            return required ? throw new UsageException("Missing --method sft|lora.") : null;
+            return required ? throw new UsageException("Missing --method sft|lora|qlora.") : null;
+        }
+
+        if (quantizationGiven && method != "qlora")
+        {
+            throw new UsageException("Options --quant-type, --blocksize, --compute-dtype and --(no-)double-quant only apply to --method qlora.");
+        }
+
+        LoraOptions Lora(LoraOptions defaults)
+        {
+            var rank = r ?? defaults.R;
+            var options = defaults with
+            {
+                R = rank,
+                Alpha = alpha ?? 2 * rank,
+                Dropout = dropout ?? 0,
+                TargetModules = ParseTargets(targets) ?? defaults.TargetModules,
+                UseRsLora = rsLora,
+                UseDora = dora,
+            };
+            options.Validate();
+            return options;
         }
 
         switch (method)
@@ -36,20 +61,14 @@ internal static class MethodOptions
                 var sft = new FullSftOptions { FreezeEmbeddings = freezeEmbeddings, FreezeFirstLayers = freezeLayers ?? 0 };
                 return () => new FullSftStrategy(sft);
             case "lora":
-                var rank = r ?? LoraOptions.Default.R;
-                var lora = new LoraOptions
-                {
-                    R = rank,
-                    Alpha = alpha ?? 2 * rank,
-                    Dropout = dropout ?? 0,
-                    TargetModules = ParseTargets(targets),
-                    UseRsLora = rsLora,
-                    UseDora = dora,
-                };
-                lora.Validate();
+                var lora = Lora(LoraOptions.Default);
                 return () => new LoraStrategy(lora);
+            case "qlora":
+                var qlora = new QLoraOptions { Lora = Lora(QLoraOptions.Default.Lora), Quantization = quantization };
+                qlora.Validate();
+                return () => new QLoraStrategy(qlora);
             default:
-                throw new UsageException($"Option --method expects sft or lora, got '{method}'.");
+                throw new UsageException($"Option --method expects sft, lora or qlora, got '{method}'.");
         }
     }
 

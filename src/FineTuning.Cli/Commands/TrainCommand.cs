@@ -1,12 +1,14 @@
 using System.Globalization;
 using FineTuning.Core;
+using FineTuning.Core.Optimizers;
 using FineTuning.Core.Training;
 
 namespace FineTuning.Cli.Commands;
 
 /// <summary>
-/// <c>finetune train &lt;model-dir&gt; --data train.jsonl [--eval eval.jsonl] --method sft|lora … --out &lt;dir&gt;</c>:
-/// fine-tunes with the shared trainer and writes the result (an adapter folder for LoRA, a model folder for SFT).
+/// <c>finetune train &lt;model-dir&gt; --data train.jsonl [--eval eval.jsonl] --method sft|lora|qlora … --out &lt;dir&gt;</c>:
+/// fine-tunes with the shared trainer and writes the result (an adapter folder for LoRA and QLoRA, a model folder for
+/// SFT). <c>--optimizer adamw|paged-adamw|adamw-8bit|paged-adamw-8bit</c> picks the optimizer for any method.
 /// </summary>
 internal sealed class TrainCommand : ICommand
 {
@@ -64,6 +66,17 @@ internal sealed class TrainCommand : ICommand
         }
     }
 
+    /// <summary><c>--optimizer</c>: bitsandbytes-style names for the four AdamW kinds.</summary>
+    private static OptimizerKind? ParseOptimizer(string? text) => text switch
+    {
+        null => null,
+        "adamw" => OptimizerKind.AdamW,
+        "paged-adamw" => OptimizerKind.PagedAdamW,
+        "adamw-8bit" => OptimizerKind.AdamW8bit,
+        "paged-adamw-8bit" => OptimizerKind.PagedAdamW8bit,
+        _ => throw new UsageException($"Option --optimizer expects adamw, paged-adamw, adamw-8bit or paged-adamw-8bit, got '{text}'."),
+    };
+
     private static TrainingOptions ReadTraining(CommandLine commandLine)
     {
         var t = TrainingOptions.Default;
@@ -90,6 +103,7 @@ internal sealed class TrainCommand : ICommand
             ResumeFrom = commandLine.String("resume"),
             Optimizer = o with
             {
+                Kind = ParseOptimizer(commandLine.String("optimizer")) ?? o.Kind,
                 LearningRate = commandLine.Double("lr") ?? o.LearningRate,
                 WeightDecay = commandLine.Double("weight-decay") ?? o.WeightDecay,
             },

@@ -4,7 +4,9 @@ using FineTuning.Core.Models;
 using FineTuning.Core.Optimizers;
 using FineTuning.Core.Strategies;
 using FineTuning.Core.Strategies.FullSft;
+using FineTuning.Core.Quantization;
 using FineTuning.Core.Strategies.Lora;
+using FineTuning.Core.Strategies.QLora;
 using FineTuning.Core.Tokenization;
 using FineTuning.Core.Training;
 using Microsoft.Extensions.Logging;
@@ -144,18 +146,7 @@ public sealed class FineTunerBuilder
     /// <returns>This builder.</returns>
     public FineTunerBuilder WithLoRA(int r = 8, double? alpha = null, IReadOnlyList<string>? targets = null, double dropout = 0, Func<LoraOptions, LoraOptions>? configure = null)
     {
-        var options = new LoraOptions
-        {
-            R = r,
-            Alpha = alpha ?? 2 * r,
-            Dropout = dropout,
-            TargetModules = targets switch
-            {
-                null => null,
-                [var only] when string.Equals(only, LoraTargetModules.AllLinearShorthand, StringComparison.OrdinalIgnoreCase) => LoraTargetModules.AllLinear,
-                _ => LoraTargetModules.FromNames(targets),
-            },
-        };
+        var options = new LoraOptions { R = r, Alpha = alpha ?? 2 * r, Dropout = dropout, TargetModules = Targets(targets) };
         return WithLoRA(configure is null ? options : configure(options));
     }
 
@@ -166,6 +157,51 @@ public sealed class FineTunerBuilder
     {
         ArgumentNullException.ThrowIfNull(options);
         return AddStrategy(nameof(WithLoRA), () => new LoraStrategy(options));
+    }
+
+    /// <summary>
+    /// QLoRA: the base's projections are quantized to 4 bits and frozen, LoRA adapters (fp32) train on top. Defaults:
+    /// r 16, alpha 2·r, every projection (<c>all-linear</c>, the QLoRA paper's finding), NF4 with double quantization,
+    /// blocks of 64, bf16 compute. A base loaded from a "-bnb-4bit" folder is used as it is.
+    /// </summary>
+    /// <param name="r">The rank.</param>
+    /// <param name="alpha">lora_alpha; default 2·<paramref name="r"/>.</param>
+    /// <param name="targets">Which projections get adapters: names (exact or <c>.</c>-suffix) or <c>["all-linear"]</c>; <c>null</c> = all-linear.</param>
+    /// <param name="dropout">Dropout on the adapter input.</param>
+    /// <param name="type">The 4-bit data type.</param>
+    /// <param name="doubleQuant">Quantize the per-block scales to 8 bits too.</param>
+    /// <param name="configure">Further changes, e.g. <c>o =&gt; o with { Quantization = o.Quantization with { BlockSize = 128 } }</c>.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithQLoRA(int r = 16, double? alpha = null, IReadOnlyList<string>? targets = null, double dropout = 0, QuantizationType type = QuantizationType.NF4, bool doubleQuant = true, Func<QLoraOptions, QLoraOptions>? configure = null)
+    {
+        var options = new QLoraOptions
+        {
+            Lora = QLoraOptions.Default.Lora with { R = r, Alpha = alpha ?? 2 * r, Dropout = dropout, TargetModules = Targets(targets) ?? LoraTargetModules.AllLinear },
+            Quantization = QuantizationOptions.Default with { Type = type, DoubleQuant = doubleQuant },
+        };
+        return WithQLoRA(configure is null ? options : configure(options));
+    }
+
+    /// <summary>QLoRA with the given options.</summary>
+    /// <param name="options">The options.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithQLoRA(QLoraOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return AddStrategy(nameof(WithQLoRA), () => new QLoraStrategy(options));
+    }
+
+    /// <summary>
+    /// QLoRA as the paper ran it: <see cref="QLoraOptions.PaperPreset"/> (r 64, alpha 16, dropout 0.05, all-linear,
+    /// NF4 + double quant, bf16 compute) and <see cref="QLoraPreset.PaperTraining"/> (paged AdamW, learning rate 2e-4,
+    /// constant schedule with 3 % warmup, gradient norm clipped to 0.3). Call it before other optimizer or schedule
+    /// changes you want to keep.
+    /// </summary>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithQLoRAPaperPreset()
+    {
+        training = QLoraPreset.PaperTraining(training);
+        return AddStrategy(nameof(WithQLoRAPaperPreset), () => new QLoraStrategy(QLoraOptions.PaperPreset));
     }
 
     /// <summary>Replaces the optimizer settings.</summary>
@@ -314,6 +350,14 @@ public sealed class FineTunerBuilder
     /// <returns>The result; its <see cref="FineTuneResult.Tuner"/> keeps the trained model.</returns>
     public FineTuneResult Train(string trainPath, string? evalPath = null, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default) =>
         Build().Train(trainPath, evalPath, progress, cancellationToken);
+
+    /// <summary>The builder's target list: <c>null</c> stays null, <c>["all-linear"]</c> is the shorthand, anything else names modules.</summary>
+    private static LoraTargetModules? Targets(IReadOnlyList<string>? targets) => targets switch
+    {
+        null => null,
+        [var only] when string.Equals(only, LoraTargetModules.AllLinearShorthand, StringComparison.OrdinalIgnoreCase) => LoraTargetModules.AllLinear,
+        _ => LoraTargetModules.FromNames(targets),
+    };
 
     private FineTunerBuilder AddStrategy(string name, Func<IParameterStrategy> create)
     {

@@ -19,6 +19,21 @@ public static class ModelQuantizer
     /// <exception cref="InvalidOperationException">A projection is wrapped (LoRA, modules_to_save): quantize before adding adapters.</exception>
     public static IReadOnlyList<string> Quantize(CausalLanguageModel model, QuantizationOptions? options = null)
     {
+        var replaced = QuantizeKeepingOriginals(model, options);
+        foreach (var (_, original) in replaced)
+        {
+            original.Dispose();
+        }
+
+        return replaced.Select(r => r.Name).ToArray();
+    }
+
+    /// <summary>Quantizes like <see cref="Quantize"/> but hands back the full-precision layers it replaced (the caller owns them).</summary>
+    /// <param name="model">The model.</param>
+    /// <param name="options">The settings; <see cref="QuantizationOptions.Default"/> when <c>null</c>.</param>
+    /// <returns>The full names of the quantized modules and the Linear layers they held, in model order.</returns>
+    internal static IReadOnlyList<(string Name, Linear Original)> QuantizeKeepingOriginals(CausalLanguageModel model, QuantizationOptions? options)
+    {
         ArgumentNullException.ThrowIfNull(model);
         options ??= QuantizationOptions.Default;
         options.Validate();
@@ -40,10 +55,20 @@ public static class ModelQuantizer
 
         foreach (var (name, linear) in targets)
         {
-            var quantized = Linear4Bit.FromLinear(linear, options);
-            model.ReplaceModule(name, quantized).Dispose();
+            model.ReplaceModule(name, Linear4Bit.FromLinear(linear, options));
         }
 
-        return targets.Select(t => t.Name).ToArray();
+        return targets;
+    }
+
+    /// <summary>The settings of a model's 4-bit layers (those of the first one; <see cref="QuantizedModelFiles.Save"/> requires them to agree).</summary>
+    /// <param name="model">The model.</param>
+    /// <returns>Type, double quantization, block size and compute dtype, or <c>null</c> when the model has no 4-bit layer.</returns>
+    public static QuantizationOptions? Describe(CausalLanguageModel model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return model.named_modules().Select(m => m.module).OfType<Linear4Bit>().FirstOrDefault() is { } layer
+            ? new QuantizationOptions { Type = layer.Type, DoubleQuant = layer.IsDoubleQuantized, BlockSize = layer.BlockSize, ComputeDType = layer.ComputeDType }
+            : null;
     }
 }

@@ -39,6 +39,12 @@ public sealed record QuantizationOptions
         return fullName == "lm_head" || SkipModules.Any(entry => fullName.Contains(entry, StringComparison.Ordinal));
     }
 
+    /// <summary>A one-line description, e.g. <c>nf4, double quant, blocksize 64, compute bfloat16</c>.</summary>
+    /// <returns>The description.</returns>
+    public override string ToString() =>
+        $"{(Enum.IsDefined(Type) ? FourBitCodeTable.Name(Type) : Type.ToString())}, {(DoubleQuant ? "double quant" : "no double quant")}, blocksize {BlockSize}, compute {ComputeDType switch { ScalarType.BFloat16 => "bfloat16", ScalarType.Float16 => "float16", ScalarType.Float32 => "float32", var other => other.ToString() }}"
+        + (SkipModules is not { Count: > 0 } ? "" : $", skipping {string.Join(", ", SkipModules)}");
+
     /// <summary>Checks the values.</summary>
     /// <exception cref="InvalidOptionException">A value is out of range; the exception names the option.</exception>
     public void Validate()

@@ -1,7 +1,9 @@
 using System.Text.Json;
 using FineTuning.Core.IO;
 using FineTuning.Core.Models;
+using FineTuning.Core.Quantization;
 using FineTuning.Core.Strategies.Lora;
+using FineTuning.Core.Strategies.QLora;
 using Microsoft.Extensions.Logging;
 
 namespace FineTuning.Core.Strategies;
@@ -43,7 +45,11 @@ public static class AdapterLoader
         }
     }
 
-    /// <summary>Applies the adapter saved in a folder to a base model (frozen unless <paramref name="isTrainable"/>).</summary>
+    /// <summary>
+    /// Applies the adapter saved in a folder to a base model (frozen unless <paramref name="isTrainable"/>). A LoRA
+    /// adapter on a 4-bit base comes back as a <see cref="QLoraStrategy"/> (a QLoRA adapter is a LoRA adapter), whose
+    /// <see cref="QLoraStrategy.MergeAndUnload()"/> exports 16-bit weights; on a 16-bit base, as a <see cref="LoraStrategy"/>.
+    /// </summary>
     /// <param name="directory">The adapter folder.</param>
     /// <param name="model">The base model it was trained on.</param>
     /// <param name="isTrainable">Leave the adapter's parameters trainable (to continue training).</param>
@@ -56,8 +62,27 @@ public static class AdapterLoader
         var type = ReadPeftType(directory);
         return type switch
         {
+            "LORA" when QuantizedModelFiles.IsQuantized(model) => QLoraStrategy.FromPretrained(directory, model, isTrainable, logger: logger),
             "LORA" => LoraStrategy.FromPretrained(directory, model, LoraStrategy.DefaultAdapterName, isTrainable, logger),
             _ => throw new NotSupportedException($"{Path.Combine(directory, ConfigFileName)}: peft_type {type} is not supported (supported: LORA)."),
         };
+    }
+
+    /// <summary>Applies a strategy, then loads its weights; when loading fails the strategy is removed again and the error rethrown.</summary>
+    internal static TStrategy ApplyAndLoad<TStrategy>(TStrategy strategy, CausalLanguageModel model, ILogger? logger, Action<TStrategy> load)
+        where TStrategy : IParameterStrategy
+    {
+        strategy.Apply(model, new StrategyContext { Logger = logger ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance });
+        try
+        {
+            load(strategy);
+        }
+        catch
+        {
+            strategy.Remove();
+            throw;
+        }
+
+        return strategy;
     }
 }

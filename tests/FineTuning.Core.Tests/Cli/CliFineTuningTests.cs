@@ -10,23 +10,17 @@ using static FineTuning.Core.Tests.Cli.CliRunner;
 namespace FineTuning.Core.Tests.Cli;
 
 /// <summary>A random tiny base and two LoRA adapters trained on the word map by <c>finetune train</c>, shared by the tests.</summary>
-public sealed class CliAdapters : IDisposable
+public sealed class CliAdapters : CliFixture
 {
-    private readonly TempDirectory temp = new();
-
     public CliAdapters()
     {
-        Base = Path.Combine(temp.Path, "base");
-        Succeed("init", Base, "--preset", "tiny", "--seed", "3");
-        First = Path.Combine(temp.Path, "first");
+        First = Folder("first");
         FirstOutput = Succeed("train", Base, "--method", "lora", "--r", "4", "--data", WordMap.TrainPath, "--eval", WordMap.EvalPath, "--out", First,
             "--max-steps", "3", "--batch-size", "8", "--lr", "2e-2", "--schedule", "constant", "--log-every", "1");
-        Second = Path.Combine(temp.Path, "second");
+        Second = Folder("second");
         Succeed("train", Base, "--method", "lora", "--r", "2", "--targets", "all-linear", "--data", WordMap.TrainPath, "--out", Second,
             "--max-steps", "3", "--batch-size", "8", "--lr", "2e-2", "--seed", "2");
     }
-
-    public string Base { get; }
 
     /// <summary>r 4 (alpha 8 by default), q_proj and v_proj, validated on eval.jsonl.</summary>
     public string First { get; }
@@ -37,9 +31,6 @@ public sealed class CliAdapters : IDisposable
     /// <summary>r 2, every projection.</summary>
     public string Second { get; }
 
-    public string Folder(string name) => Path.Combine(temp.Path, name);
-
-    public void Dispose() => temp.Dispose();
 }
 
 public sealed class CliFineTuningTests(CliAdapters adapters) : IClassFixture<CliAdapters>
@@ -133,18 +124,13 @@ public sealed class CliFineTuningTests(CliAdapters adapters) : IClassFixture<Cli
     [Theory]
     [InlineData("missing --data", "--data", "train", "{base}", "--method", "lora", "--out", "{out}")]
     [InlineData("missing --method", "--method", "train", "{base}", "--data", "{train}", "--out", "{out}")]
-    [InlineData("unknown method", "--method", "train", "{base}", "--data", "{train}", "--method", "qlora", "--out", "{out}")]
+    [InlineData("unknown method", "--method", "train", "{base}", "--data", "{train}", "--method", "bogus", "--out", "{out}")]
     [InlineData("unknown schedule", "--schedule", "train", "{base}", "--data", "{train}", "--method", "lora", "--out", "{out}", "--schedule", "exponential")]
     [InlineData("rank 0", "--r", "train", "{base}", "--data", "{train}", "--method", "lora", "--r", "0", "--out", "{out}")]
     [InlineData("merge without --adapter", "--adapter", "merge", "{base}", "--out", "{out}")]
     public void Usage_errors_exit_with_code_2_and_name_the_option(string mistake, string option, params string[] template)
     {
         var output = adapters.Folder("not-written");
-        var args = template.Select(a => a.Replace("{base}", adapters.Base).Replace("{train}", WordMap.TrainPath).Replace("{out}", output)).ToArray();
-        var (code, _, error) = Run(args);
-        Assert.True(code == 2, $"{mistake}: exit code {code}, {error}");
-        Assert.StartsWith("error: ", error);
-        Assert.Contains(option, Lines(error)[0]);
-        Assert.False(Directory.Exists(output), mistake);
+        AssertUsageError(mistake, option, output, [.. template.Select(a => a.Replace("{base}", adapters.Base).Replace("{train}", WordMap.TrainPath).Replace("{out}", output))]);
     }
 }

@@ -10,12 +10,13 @@ namespace FineTuning.Core.Tests.Learning;
 /// The pretrained base of the word-map task, built once per test class: the random tiny preset (seed 1, GPT-2
 /// tokenizer) fully fine-tuned through the builder on pretrain.jsonl (the first word table) and saved to a temporary
 /// Hugging Face folder — the recipe of eng/demo.sh with fewer steps. The LoRA run on train.jsonl (the second table)
-/// is done on first use and shared too.
+/// and the QLoRA run on it are done on first use and shared too.
 /// </summary>
 public sealed class WordMapBase : IDisposable
 {
     private readonly TempDirectory temp = new();
     private readonly Lazy<LoraRun> lora;
+    private readonly Lazy<LoraRun> qlora;
 
     public WordMapBase()
     {
@@ -29,6 +30,12 @@ public sealed class WordMapBase : IDisposable
         {
             var adapter = temp.File("adapter");
             var result = Train(FineTuner.Create().WithModel(Directory).WithLoRA(r: 16, alpha: 32, targets: ["all-linear"]).WithOutput(adapter), steps: 100, learningRate: 5e-3, WordMap.TrainPath, WordMap.EvalPath);
+            return new LoraRun(result, result.Tuner.Evaluate(Eval), adapter);
+        });
+        qlora = new(() =>
+        {
+            var adapter = temp.File("qlora-adapter");
+            var result = Train(FineTuner.Create().WithModel(Directory).WithQLoRA(r: 16).WithOutput(adapter), steps: 100, learningRate: 5e-3, WordMap.TrainPath, WordMap.EvalPath);
             return new LoraRun(result, result.Tuner.Evaluate(Eval), adapter);
         });
     }
@@ -47,6 +54,12 @@ public sealed class WordMapBase : IDisposable
 
     /// <summary>LoRA r=16, alpha 32, all-linear, 100 steps of batch 16 at 5e-3 on train.jsonl; the adapter saved.</summary>
     public LoraRun Lora => lora.Value;
+
+    /// <summary>QLoRA with the builder's defaults (r 16, alpha 32, all-linear, NF4 + double quant, bf16 compute), trained as <see cref="Lora"/>.</summary>
+    public LoraRun QLora => qlora.Value;
+
+    /// <summary>Whether <see cref="Lora"/> has been trained already.</summary>
+    public bool LoraStarted => lora.IsValueCreated;
 
     /// <summary>A path under the fixture's temporary folder.</summary>
     public string NewFolder(string name) => temp.File(name);
@@ -72,14 +85,14 @@ public sealed class WordMapBase : IDisposable
 
     public void Dispose()
     {
-        if (lora.IsValueCreated)
+        foreach (var run in new[] { lora, qlora }.Where(r => r.IsValueCreated))
         {
-            lora.Value.Result.Tuner.Dispose();
+            run.Value.Result.Tuner.Dispose();
         }
 
         temp.Dispose();
     }
 }
 
-/// <summary>The shared LoRA run: the result (its tuner holds the trained, unmerged model), its evaluation and the adapter folder.</summary>
+/// <summary>A shared LoRA or QLoRA run: the result (its tuner holds the trained, unmerged model), its evaluation and the adapter folder.</summary>
 public sealed record LoraRun(FineTuneResult Result, EvaluationResult Eval, string AdapterDirectory);

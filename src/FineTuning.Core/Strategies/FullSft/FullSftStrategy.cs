@@ -1,5 +1,6 @@
 using FineTuning.Core.IO;
 using FineTuning.Core.Models;
+using FineTuning.Core.Quantization;
 
 namespace FineTuning.Core.Strategies.FullSft;
 
@@ -44,6 +45,11 @@ public sealed class FullSftStrategy : IParameterStrategy
         if (Model is not null)
         {
             throw new InvalidOperationException("This strategy is already applied to a model; create a new one.");
+        }
+
+        if (model.named_modules().FirstOrDefault(m => m.module is IQuantizedLinear) is { module: not null } quantized)
+        {
+            throw new InvalidOptionException("method", $"full fine-tuning cannot train a 4-bit model: '{quantized.name}' is a {quantized.module.GetType().Name}, whose weight is stored quantized and cannot take gradient updates. Train adapters on it (QLoRA: WithQLoRA / --method qlora, or LoRA), or load the full-precision model for full SFT.");
         }
 
         var layers = model.Config.NumHiddenLayers;

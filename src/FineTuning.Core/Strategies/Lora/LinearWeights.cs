@@ -70,15 +70,21 @@ internal static class LinearWeights
         _ => null,
     };
 
-    /// <summary>A new, independent Linear with copies of the module's weight (dequantized for a quantized layer) and bias, on the same device and dtype.</summary>
-    public static Linear Copy(nn.Module<Tensor, Tensor> module)
+    /// <summary>
+    /// A new, independent Linear with copies of the module's weight and bias, on the same device. A quantized layer's
+    /// weight is dequantized in <paramref name="dequantizeAs"/> (default: its dtype before quantization).
+    /// </summary>
+    /// <param name="module">The layer.</param>
+    /// <param name="dequantizeAs">The dtype a quantized weight is dequantized in before the copy.</param>
+    /// <param name="dtype">The copy's dtype; default the weight's (as read).</param>
+    public static Linear Copy(nn.Module<Tensor, Tensor> module, ScalarType? dequantizeAs = null, ScalarType? dtype = null)
     {
         var (outFeatures, inFeatures) = Shape(module);
         var bias = Bias(module);
-        var weight = Read(module);
+        var weight = module is IQuantizedLinear quantized ? quantized.Dequantize(dequantizeAs) : Weight(module);
         try
         {
-            var copy = nn.Linear(inFeatures, outFeatures, hasBias: bias is not null, device: weight.device, dtype: weight.dtype);
+            var copy = nn.Linear(inFeatures, outFeatures, hasBias: bias is not null, device: weight.device, dtype: dtype ?? weight.dtype);
             if (!weight.is_meta)
             {
                 using var _ = no_grad();

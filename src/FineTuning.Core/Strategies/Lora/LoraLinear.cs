@@ -22,7 +22,7 @@ namespace FineTuning.Core.Strategies.Lora;
 public sealed class LoraLinear : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // field names are PEFT's module names
-    private readonly nn.Module<Tensor, Tensor> base_layer;
+    private nn.Module<Tensor, Tensor> base_layer;
     private readonly AdapterModuleDict<Linear> lora_A = new();
     private readonly AdapterModuleDict<Linear> lora_B = new();
     private readonly AdapterModuleDict<nn.Module<Tensor, Tensor>> lora_dropout = new();
@@ -332,6 +332,35 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         }
 
         return result.to(resultType).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Puts another layer of the same shape in place of <c>base_layer</c> (QLoRA swaps a 4-bit base for its dequantized
+    /// Linear before merging) and returns the previous one, which the caller owns. Only while nothing is merged.
+    /// </summary>
+    internal nn.Module<Tensor, Tensor> ReplaceBaseLayer(nn.Module<Tensor, Tensor> replacement)
+    {
+        LinearWeights.RequireSupported(replacement, "LoRA", nameof(replacement));
+        if (LinearWeights.Shape(replacement) != (OutFeatures, InFeatures) || IsMerged)
+        {
+            throw new InvalidOperationException($"The replacement base must be [{OutFeatures}, {InFeatures}] and the layer unmerged.");
+        }
+
+        // Registering appends: unregister every child and register them again in order, so base_layer stays first.
+        var children = named_children().ToList();
+        foreach (var (name, _) in children)
+        {
+            register_module(name, null!);
+        }
+
+        foreach (var (name, module) in children)
+        {
+            register_module(name, name == nameof(base_layer) ? replacement : module);
+        }
+
+        var previous = base_layer;
+        base_layer = replacement;
+        return previous;
     }
 
     /// <summary>Puts back the base weight as it was before a PiSSA init mutated it (no-op otherwise).</summary>

@@ -127,18 +127,7 @@ public sealed class LoraStrategy : IParameterStrategy
         ArgumentNullException.ThrowIfNull(model);
         var options = LoraAdapterConfig.Read(directory, logger);
         var strategy = new LoraStrategy(options, adapterName) { InferenceMode = !isTrainable };
-        strategy.Apply(model, new StrategyContext { Logger = logger ?? NullLogger.Instance });
-        try
-        {
-            strategy.LoadWeights(directory, adapterName);
-        }
-        catch
-        {
-            strategy.Remove();
-            throw;
-        }
-
-        return strategy;
+        return AdapterLoader.ApplyAndLoad(strategy, model, logger, s => s.LoadWeights(directory, adapterName));
     }
 
     /// <inheritdoc />
