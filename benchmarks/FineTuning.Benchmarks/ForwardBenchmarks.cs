@@ -32,11 +32,7 @@ public class ForwardBenchmarks
     {
         model = BenchmarkModels.Create(DType);
         model.train(training);
-        using var scope = NewDisposeScope();
-        var tokens = BenchmarkModels.RandomIds(Batch, SequenceLength + 1, seed: 42);
-        inputIds = tokens.narrow(1, 0, SequenceLength).contiguous().DetachFromDisposeScope();
-        targets = tokens.narrow(1, 1, SequenceLength).contiguous().DetachFromDisposeScope();
-        tokens.Dispose();
+        (inputIds, targets) = BenchmarkModels.NextTokenBatch(Batch, SequenceLength, seed: 42);
     }
 
     [GlobalCleanup]

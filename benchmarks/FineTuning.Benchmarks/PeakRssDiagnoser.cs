@@ -14,8 +14,9 @@ namespace FineTuning.Benchmarks;
 /// Measures the peak resident set size of the benchmark process during the measured iterations, which —
 /// unlike <c>MemoryDiagnoser</c> — includes native memory such as TorchSharp tensors. Linux only: at
 /// <see cref="HostSignal.BeforeActualRun"/> it records VmRSS and resets VmHWM (writing <c>5</c> to
-/// <c>/proc/&lt;pid&gt;/clear_refs</c>); at <see cref="HostSignal.AfterActualRun"/> it reads VmHWM.
-/// On other systems it reports nothing.
+/// <c>/proc/&lt;pid&gt;/clear_refs</c>); at <see cref="HostSignal.AfterActualRun"/> it reads VmHWM. It also reports how
+/// long the process's threads waited for a CPU in between (<see cref="PeakRssMetricDescriptor.RunQueueWait"/>), which
+/// tells a case measured on a busy machine from a clean one. On other systems it reports nothing.
 /// </summary>
 /// <remarks>
 /// With the default out-of-process toolchain every benchmark case runs in its own process, so the peak is per
@@ -57,13 +58,17 @@ public sealed class PeakRssDiagnoser : IDiagnoser
         {
             case HostSignal.BeforeActualRun:
                 var before = ProcStatus.ReadBytes(pid, "VmRSS");
-                samples[parameters.BenchmarkCase] = new Sample(before, ProcStatus.ResetPeak(pid), null);
+                samples[parameters.BenchmarkCase] = new Sample(before, ProcStatus.ResetPeak(pid), null, ProcStatus.ReadSchedStat(pid), null);
                 break;
             case HostSignal.AfterActualRun:
-                // If the reset failed, VmHWM would include setup and warm-up: report no peak rather than a wrong one.
-                if (samples.TryGetValue(parameters.BenchmarkCase, out var sample) && sample.PeakWasReset)
+                if (samples.TryGetValue(parameters.BenchmarkCase, out var sample))
                 {
-                    samples[parameters.BenchmarkCase] = sample with { Peak = ProcStatus.ReadBytes(pid, "VmHWM") };
+                    // If the reset failed, VmHWM would include setup and warm-up: report no peak rather than a wrong one.
+                    samples[parameters.BenchmarkCase] = sample with
+                    {
+                        Peak = sample.PeakWasReset ? ProcStatus.ReadBytes(pid, "VmHWM") : null,
+                        SchedAfter = ProcStatus.ReadSchedStat(pid),
+                    };
                 }
 
                 break;
@@ -86,6 +91,11 @@ public sealed class PeakRssDiagnoser : IDiagnoser
         {
             yield return new Metric(PeakRssMetricDescriptor.RssBefore, before);
         }
+
+        if (sample.SchedBefore is { } start && sample.SchedAfter is { } end && end.CpuNs > start.CpuNs)
+        {
+            yield return new Metric(PeakRssMetricDescriptor.RunQueueWait, 100.0 * (end.WaitNs - start.WaitNs) / (end.CpuNs - start.CpuNs));
+        }
     }
 
     public void DisplayResults(ILogger logger)
@@ -104,5 +114,5 @@ public sealed class PeakRssDiagnoser : IDiagnoser
         }
     }
 
-    private sealed record Sample(long? Before, bool PeakWasReset, long? Peak);
+    private sealed record Sample(long? Before, bool PeakWasReset, long? Peak, (long CpuNs, long WaitNs)? SchedBefore, (long CpuNs, long WaitNs)? SchedAfter);
 }

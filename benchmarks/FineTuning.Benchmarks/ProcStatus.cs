@@ -39,6 +39,47 @@ internal static class ProcStatus
     }
 
     /// <summary>
+    /// Sums the scheduler statistics of every thread of a process (<c>/proc/&lt;pid&gt;/task/*/schedstat</c>): the
+    /// time its threads ran on a CPU and the time they were runnable but waited in a run queue for one.
+    /// </summary>
+    /// <returns>Both times in nanoseconds, or <c>null</c> when the files cannot be read.</returns>
+    public static (long CpuNs, long WaitNs)? ReadSchedStat(int pid)
+    {
+        long cpu = 0, wait = 0;
+        try
+        {
+            foreach (var task in Directory.EnumerateDirectories($"/proc/{pid}/task"))
+            {
+                string text;
+                try
+                {
+                    text = File.ReadAllText(Path.Combine(task, "schedstat"));
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    continue; // the thread ended while we listed them
+                }
+
+                // Format: "<ns on cpu> <ns waiting on a run queue> <time slices>"
+                var parts = text.Split([' ', '\n'], StringSplitOptions.RemoveEmptyEntries);
+                if (parts.Length >= 2
+                    && long.TryParse(parts[0], NumberStyles.Integer, CultureInfo.InvariantCulture, out var onCpu)
+                    && long.TryParse(parts[1], NumberStyles.Integer, CultureInfo.InvariantCulture, out var waiting))
+                {
+                    cpu += onCpu;
+                    wait += waiting;
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+
+        return (cpu, wait);
+    }
+
+    /// <summary>
     /// Resets the process's peak RSS (VmHWM) to its current RSS by writing <c>5</c> to
     /// <c>/proc/&lt;pid&gt;/clear_refs</c> (Linux 4.0 or later).
     /// </summary>
