@@ -79,24 +79,8 @@ public class MethodsAndOptimizersBenchmarks
         };
         model = BenchmarkModels.Create(BenchmarkModel.LayerHeavy, ScalarType.BFloat16);
         strategy.Apply(model, StrategyContext.Empty);
-        var (batch, length) = BenchmarkModels.TrainingBatchOf(BenchmarkModel.LayerHeavy);
-        using (var ids = BenchmarkModels.RandomIds(batch, length + 1, seed: 42))
-        {
-            var values = ids.data<long>().Select(id => (int)id).ToArray();
-            rows = Enumerable.Range(0, (int)batch)
-                .Select(row => new TokenizedExample(values[(row * (int)(length + 1))..((row + 1) * (int)(length + 1))], Enumerable.Repeat(true, (int)length + 1).ToArray()))
-                .ToArray();
-        }
-
-        var options = new TrainingOptions
-        {
-            MaxSteps = StepsPerCall,
-            BatchSize = (int)batch,
-            MaxSequenceLength = (int)length + 1,
-            Shuffle = false,
-            LogEverySteps = 1000,
-            Optimizer = new OptimizerOptions { Kind = Case.Optimizer },
-        };
+        (rows, var options) = TrainingMethods.TrainerInputs(BenchmarkModel.LayerHeavy, StepsPerCall);
+        options = options with { Optimizer = new OptimizerOptions { Kind = Case.Optimizer } };
         trainer = new Trainer(model, strategy, TokenizerLoader.Gpt2(), options);
     }
 

@@ -48,23 +48,7 @@ public class TrainStepTrainerBenchmarks
     {
         model = BenchmarkModels.Create(BenchmarkModel.LayerHeavy, DType);
         strategy.Apply(model, StrategyContext.Empty);
-        var (batch, length) = BenchmarkModels.TrainingBatchOf(BenchmarkModel.LayerHeavy);
-        using (var ids = BenchmarkModels.RandomIds(batch, length + 1, seed: 42))
-        {
-            var values = ids.data<long>().Select(id => (int)id).ToArray();
-            rows = Enumerable.Range(0, (int)batch)
-                .Select(row => new TokenizedExample(values[(row * (int)(length + 1))..((row + 1) * (int)(length + 1))], Enumerable.Repeat(true, (int)length + 1).ToArray()))
-                .ToArray();
-        }
-
-        var options = new TrainingOptions
-        {
-            MaxSteps = StepsPerCall,
-            BatchSize = (int)batch,
-            MaxSequenceLength = (int)length + 1,
-            Shuffle = false,
-            LogEverySteps = 1000,
-        };
+        (rows, var options) = TrainingMethods.TrainerInputs(BenchmarkModel.LayerHeavy, StepsPerCall);
         // The tokenizer is only needed for text data; the benchmark passes token ids.
         trainer = new Trainer(model, strategy, TokenizerLoader.Gpt2(), options);
     }
