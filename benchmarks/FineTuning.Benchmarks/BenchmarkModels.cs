@@ -12,6 +12,13 @@ public enum BenchmarkModel
 
     /// <summary><see cref="BenchmarkModels.LayerHeavyConfig"/>: about 61.9 M parameters, 73 % of them in the decoder layers; batch 4 × 64 tokens.</summary>
     LayerHeavy,
+
+    /// <summary>
+    /// A 1.0 B-parameter model whose weights dominate memory (2.0 GB in bf16): hidden 2048, intermediate 8192,
+    /// 16 layers, 16 heads over 4 key/value heads, the 8192-token vocabulary (untied). 97 % of the parameters are
+    /// decoder projections, the part QLoRA quantizes; batch 2 × 256 tokens.
+    /// </summary>
+    WeightHeavy,
 }
 
 /// <summary>The LLaMA configurations the benchmarks use, and helpers to build them.</summary>
@@ -44,10 +51,21 @@ internal static class BenchmarkModels
     };
 
     /// <summary>The configuration of a benchmark model.</summary>
+    /// <summary>The <see cref="BenchmarkModel.WeightHeavy"/> configuration.</summary>
+    public static ModelConfig WeightHeavyConfig { get; } = Config with
+    {
+        HiddenSize = 2048,
+        IntermediateSize = 8192,
+        NumHiddenLayers = 16,
+        NumAttentionHeads = 16,
+        NumKeyValueHeads = 4,
+    };
+
     public static ModelConfig ConfigOf(BenchmarkModel model) => model switch
     {
         BenchmarkModel.Small => Config,
         BenchmarkModel.LayerHeavy => LayerHeavyConfig,
+        BenchmarkModel.WeightHeavy => WeightHeavyConfig,
         _ => throw new ArgumentOutOfRangeException(nameof(model), model, null),
     };
 
@@ -56,6 +74,7 @@ internal static class BenchmarkModels
     {
         BenchmarkModel.Small => (4, 128),
         BenchmarkModel.LayerHeavy => (4, 64),
+        BenchmarkModel.WeightHeavy => (2, 256),
         _ => throw new ArgumentOutOfRangeException(nameof(model), model, null),
     };
 

@@ -58,7 +58,7 @@ public sealed class PeakRssDiagnoser : IDiagnoser
         {
             case HostSignal.BeforeActualRun:
                 var before = ProcStatus.ReadBytes(pid, "VmRSS");
-                samples[parameters.BenchmarkCase] = new Sample(before, ProcStatus.ResetPeak(pid), null, ProcStatus.ReadSchedStat(pid), null);
+                samples[parameters.BenchmarkCase] = new Sample(before, ProcStatus.ResetPeak(pid), null, ProcStatus.ReadSchedStats(pid), null);
                 break;
             case HostSignal.AfterActualRun:
                 if (samples.TryGetValue(parameters.BenchmarkCase, out var sample))
@@ -67,7 +67,7 @@ public sealed class PeakRssDiagnoser : IDiagnoser
                     samples[parameters.BenchmarkCase] = sample with
                     {
                         Peak = sample.PeakWasReset ? ProcStatus.ReadBytes(pid, "VmHWM") : null,
-                        SchedAfter = ProcStatus.ReadSchedStat(pid),
+                        SchedAfter = ProcStatus.ReadSchedStats(pid),
                     };
                 }
 
@@ -92,9 +92,9 @@ public sealed class PeakRssDiagnoser : IDiagnoser
             yield return new Metric(PeakRssMetricDescriptor.RssBefore, before);
         }
 
-        if (sample.SchedBefore is { } start && sample.SchedAfter is { } end && end.CpuNs > start.CpuNs)
+        if (sample.SchedBefore is { } start && sample.SchedAfter is { } end && ProcStatus.RunQueueWaitPercent(start, end) is { } wait)
         {
-            yield return new Metric(PeakRssMetricDescriptor.RunQueueWait, 100.0 * (end.WaitNs - start.WaitNs) / (end.CpuNs - start.CpuNs));
+            yield return new Metric(PeakRssMetricDescriptor.RunQueueWait, wait);
         }
     }
 
@@ -114,5 +114,5 @@ public sealed class PeakRssDiagnoser : IDiagnoser
         }
     }
 
-    private sealed record Sample(long? Before, bool PeakWasReset, long? Peak, (long CpuNs, long WaitNs)? SchedBefore, (long CpuNs, long WaitNs)? SchedAfter);
+    private sealed record Sample(long? Before, bool PeakWasReset, long? Peak, Dictionary<int, SchedStat>? SchedBefore, Dictionary<int, SchedStat>? SchedAfter);
 }

@@ -39,13 +39,13 @@ internal static class ProcStatus
     }
 
     /// <summary>
-    /// Sums the scheduler statistics of every thread of a process (<c>/proc/&lt;pid&gt;/task/*/schedstat</c>): the
-    /// time its threads ran on a CPU and the time they were runnable but waited in a run queue for one.
+    /// Reads the scheduler statistics of every thread of a process (<c>/proc/&lt;pid&gt;/task/&lt;tid&gt;/schedstat</c>):
+    /// the time each thread ran on a CPU and the time it was runnable but waited in a run queue for one.
     /// </summary>
-    /// <returns>Both times in nanoseconds, or <c>null</c> when the files cannot be read.</returns>
-    public static (long CpuNs, long WaitNs)? ReadSchedStat(int pid)
+    /// <returns>Both times in nanoseconds by thread id, or <c>null</c> when the process's threads cannot be listed.</returns>
+    public static Dictionary<int, SchedStat>? ReadSchedStats(int pid)
     {
-        long cpu = 0, wait = 0;
+        var result = new Dictionary<int, SchedStat>();
         try
         {
             foreach (var task in Directory.EnumerateDirectories($"/proc/{pid}/task"))
@@ -62,12 +62,12 @@ internal static class ProcStatus
 
                 // Format: "<ns on cpu> <ns waiting on a run queue> <time slices>"
                 var parts = text.Split([' ', '\n'], StringSplitOptions.RemoveEmptyEntries);
-                if (parts.Length >= 2
-                    && long.TryParse(parts[0], NumberStyles.Integer, CultureInfo.InvariantCulture, out var onCpu)
-                    && long.TryParse(parts[1], NumberStyles.Integer, CultureInfo.InvariantCulture, out var waiting))
+                if (int.TryParse(Path.GetFileName(task), NumberStyles.None, CultureInfo.InvariantCulture, out var tid)
+                    && parts.Length >= 2
+                    && long.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out var onCpu)
+                    && long.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var waiting))
                 {
-                    cpu += onCpu;
-                    wait += waiting;
+                    result[tid] = new SchedStat(onCpu, waiting);
                 }
             }
         }
@@ -76,7 +76,25 @@ internal static class ProcStatus
             return null;
         }
 
-        return (cpu, wait);
+        return result;
+    }
+
+    /// <summary>
+    /// The run-queue wait of a process's threads between two <see cref="ReadSchedStats"/> readings, in % of their CPU
+    /// time. Threads that ended in between are not counted; threads started in between count in full.
+    /// </summary>
+    /// <returns>The percentage, or <c>null</c> when no thread ran in between.</returns>
+    public static double? RunQueueWaitPercent(IReadOnlyDictionary<int, SchedStat> before, IReadOnlyDictionary<int, SchedStat> after)
+    {
+        long cpu = 0, wait = 0;
+        foreach (var (tid, end) in after)
+        {
+            var start = before.GetValueOrDefault(tid, new SchedStat(0, 0));
+            cpu += end.CpuNs - start.CpuNs;
+            wait += end.WaitNs - start.WaitNs;
+        }
+
+        return cpu > 0 ? 100.0 * wait / cpu : null;
     }
 
     /// <summary>
@@ -97,3 +115,8 @@ internal static class ProcStatus
         }
     }
 }
+
+/// <summary>Scheduler statistics of one thread.</summary>
+/// <param name="CpuNs">Time on a CPU, in nanoseconds.</param>
+/// <param name="WaitNs">Time runnable but waiting in a run queue, in nanoseconds.</param>
+internal readonly record struct SchedStat(long CpuNs, long WaitNs);

@@ -18,11 +18,13 @@ namespace FineTuning.Benchmarks;
 /// <para>
 /// The strategies are the library's (<see cref="FullSftStrategy"/>, <see cref="LoraStrategy"/>); the optimizer is
 /// TorchSharp's <c>torch.optim.AdamW</c> over the strategy's <see cref="IParameterStrategy.TrainableParameters"/>
-/// with the library's defaults (lr 2e-4, betas 0.9/0.999, eps 1e-8, no weight decay), because the library's own
-/// AdamW is internal. For fp32 weights the update is the same arithmetic as the trainer's. For bf16 weights it is
-/// not: TorchSharp's AdamW keeps its moments in the parameter's dtype, while the trainer keeps an fp32 master copy
-/// and fp32 moments for every bf16 parameter. That only concerns full SFT (LoRA adapters are fp32 by default), and it
-/// makes bf16 SFT here cheaper than in the trainer, so the bf16 LoRA/SFT ratios are conservative.
+/// with the library's defaults (lr 2e-4, betas 0.9/0.999, eps 1e-8, no weight decay) and the clipping is
+/// <c>nn.utils.clip_grad_norm_</c>, because the library's own AdamW is internal. Same update rule, different cost:
+/// TorchSharp's AdamW makes more passes over every parameter than the library's (a weight-decay multiply even at 0,
+/// <c>mul_</c> + <c>add_</c> where the library uses one <c>lerp_</c>) and the clipping always rescales the gradients.
+/// For bf16 weights TorchSharp keeps the moments in bf16, while the trainer keeps an fp32 master copy and fp32
+/// moments. Both differences only matter for full SFT (LoRA trains few parameters, and its adapters are fp32 by
+/// default). <see cref="TrainStepTrainerBenchmarks"/> times the library's own step.
 /// </para>
 /// <para>The weights change every step; the cost of a step does not depend on their values.</para>
 /// </remarks>

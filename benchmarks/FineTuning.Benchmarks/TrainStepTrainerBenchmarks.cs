@@ -44,6 +44,10 @@ public class TrainStepTrainerBenchmarks
     [GlobalSetup(Target = nameof(LoraAllLinear))]
     public void SetupLoraAllLinear() => Setup(TrainingMethods.LoraAllLinear());
 
+    /// <summary>LoRA r 16, alpha 32 on q_proj and v_proj.</summary>
+    [GlobalSetup(Target = nameof(LoraQv))]
+    public void SetupLoraQv() => Setup(TrainingMethods.LoraQv());
+
     private void Setup(IParameterStrategy strategy)
     {
         model = BenchmarkModels.Create(BenchmarkModel.LayerHeavy, DType);
@@ -66,4 +70,9 @@ public class TrainStepTrainerBenchmarks
     /// <returns>The steps done.</returns>
     [Benchmark(OperationsPerInvoke = StepsPerCall)]
     public int LoraAllLinear() => trainer.Train(rows).Steps;
+
+    /// <summary>LoRA (q_proj and v_proj) through the trainer.</summary>
+    /// <returns>The steps done.</returns>
+    [Benchmark(OperationsPerInvoke = StepsPerCall)]
+    public int LoraQv() => trainer.Train(rows).Steps;
 }

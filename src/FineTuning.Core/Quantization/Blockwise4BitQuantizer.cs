@@ -120,6 +120,22 @@ public static class Blockwise4BitQuantizer
             throw new ArgumentException($"Packed 4-bit codes must be {(n + 1) / 2} uint8 values for shape [{string.Join(", ", state.Shape)}], got {packed.numel()} {packed.dtype}.", nameof(packed));
         }
 
+        var resultType = dtype ?? state.DType;
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        if (FourBitCpuDequantizer.Supports(packed, resultType))
+        {
+            return FourBitCpuDequantizer.Dequantize(packed, state.Code, DequantizeAbsmax(state), state.BlockSize, n, resultType)
+                .reshape([.. state.Shape]).MoveToOuterDisposeScope();
+        }
+
+        return DequantizeWithTensorOps(packed, state, resultType).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The device-independent path of <see cref="Dequantize(Tensor, QuantState, ScalarType?)"/> (arguments already checked).</summary>
+    internal static Tensor DequantizeWithTensorOps(Tensor packed, QuantState state, ScalarType dtype)
+    {
+        var n = state.ElementCount;
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         // One lookup per byte: row b of the pair table holds (code[b >> 4], code[b & 15]).
@@ -127,7 +143,7 @@ public static class Blockwise4BitQuantizer
         var pairTable = stack([state.Code.index_select(0, bytes.div(16, RoundingMode.floor)), state.Code.index_select(0, bytes.remainder(16))], dim: 1);
         var values = pairTable.index_select(0, packed.reshape(-1).to(ScalarType.Int32)).reshape(-1);
         var result = BlockLayout.Scale(values, DequantizeAbsmax(state), state.BlockSize, n);
-        return result.reshape([.. state.Shape]).to(dtype ?? state.DType).MoveToOuterDisposeScope();
+        return result.reshape([.. state.Shape]).to(dtype).MoveToOuterDisposeScope();
     }
 
     /// <summary>The float32 absmax per block: the stored values, or <c>map[q] · absmax2[i / 256] + offset</c> with double quantization.</summary>
