@@ -163,7 +163,7 @@ public static class AdapterHubFiles
             ["phm_init_range"] = 0.0001,
             ["phm_layer"] = false,
             ["phm_rank"] = 1L,
-            ["reduction_factor"] = options.ReductionFactor == Math.Floor(options.ReductionFactor) ? (long)options.ReductionFactor : options.ReductionFactor,
+            ["reduction_factor"] = options.ReductionFactor == Math.Floor(options.ReductionFactor) ? (object)(long)options.ReductionFactor : options.ReductionFactor,
             ["residual_before_ln"] = options.ResidualBeforeLn,
             ["scaling"] = options.Scaling,
             ["shared_W_phm"] = false,
