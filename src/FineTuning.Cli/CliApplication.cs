@@ -38,6 +38,8 @@ public static class CliApplication
                               [--rslora] [--dora]
                         qlora: the lora options (default --r 16 --targets all-linear) and [--quant-type nf4|fp4|int4]
                               [--blocksize N] [--no-double-quant] [--compute-dtype bfloat16|float16|float32]
+                        adapters: [--reduction-factor N (default 16)] [--placement pfeiffer|houlsby]
+                              [--non-linearity relu|swish|gelu|tanh] [--dropout X]
         Several --adapter folders (LoRA) are active together: their updates add up. Adapters work on 16-bit and
         4-bit bases alike.
 

@@ -1,4 +1,5 @@
 using FineTuning.Core.Strategies;
+using FineTuning.Core.Strategies.AdapterLayers;
 using FineTuning.Core.Strategies.FullSft;
 using FineTuning.Core.Strategies.Lora;
 using FineTuning.Core.Strategies.QLora;
@@ -11,6 +12,8 @@ namespace FineTuning.Cli.Commands;
 /// (<c>--r --alpha --dropout --targets a,b|all-linear|regex:PATTERN --rslora --dora</c>) and <c>qlora</c> (the LoRA
 /// options, defaulting to r 16 on all-linear, plus <c>--quant-type nf4|fp4|int4 --blocksize N --no-double-quant
 /// --compute-dtype D</c>).
+/// <c>adapters</c>: bottleneck adapters (<c>--reduction-factor N --placement pfeiffer|houlsby
+/// --non-linearity relu|swish|gelu|tanh --dropout P</c>).
 /// </summary>
 internal static class MethodOptions
 {
@@ -29,6 +32,9 @@ internal static class MethodOptions
         var rsLora = commandLine.Flag("rslora");
         var dora = commandLine.Flag("dora");
         var quantization = QuantizationFlags.Read(commandLine, "quant-type", out var quantizationGiven);
+        var reductionFactor = commandLine.Double("reduction-factor");
+        var placement = commandLine.String("placement");
+        var nonLinearity = commandLine.String("non-linearity");
         if (method is null)
         {
             return required ? throw new UsageException("Missing --method sft|lora|qlora.") : null;
@@ -67,9 +73,39 @@ internal static class MethodOptions
                 var qlora = new QLoraOptions { Lora = Lora(QLoraOptions.Default.Lora), Quantization = quantization };
                 qlora.Validate();
                 return () => new QLoraStrategy(qlora);
+            case "adapters":
+                var adapters = ReadAdapters(reductionFactor, placement, nonLinearity, dropout);
+                return () => new AdapterLayersStrategy(adapters);
             default:
                 throw new UsageException($"Option --method expects sft, lora or qlora, got '{method}'.");
         }
+    }
+
+    /// <summary>The <c>adapters</c> method's options; <c>--non-linearity</c> defaults to the placement's (relu for Pfeiffer, swish for Houlsby).</summary>
+    private static AdapterLayersOptions ReadAdapters(double? reductionFactor, string? placement, string? nonLinearity, double? dropout)
+    {
+        var options = new AdapterLayersOptions
+        {
+            ReductionFactor = reductionFactor ?? AdapterLayersOptions.Default.ReductionFactor,
+            Placement = placement?.ToLowerInvariant() switch
+            {
+                null or "pfeiffer" => AdapterPlacement.Pfeiffer,
+                "houlsby" => AdapterPlacement.Houlsby,
+                _ => throw new UsageException($"Option --placement expects pfeiffer or houlsby, got '{placement}'."),
+            },
+            NonLinearity = nonLinearity?.ToLowerInvariant() switch
+            {
+                null => null,
+                "relu" => AdapterNonLinearity.Relu,
+                "swish" or "silu" => AdapterNonLinearity.Swish,
+                "gelu" => AdapterNonLinearity.Gelu,
+                "tanh" => AdapterNonLinearity.Tanh,
+                _ => throw new UsageException($"Option --non-linearity expects relu, swish, gelu or tanh, got '{nonLinearity}'."),
+            },
+            Dropout = dropout ?? 0,
+        };
+        options.Validate();
+        return options;
     }
 
     /// <summary><c>a,b,c</c> = names (exact or suffix); <c>all-linear</c>; <c>regex:PATTERN</c> = a full-match regex.</summary>

@@ -3,6 +3,7 @@ using FineTuning.Core.IO;
 using FineTuning.Core.Models;
 using FineTuning.Core.Optimizers;
 using FineTuning.Core.Strategies;
+using FineTuning.Core.Strategies.AdapterLayers;
 using FineTuning.Core.Strategies.FullSft;
 using FineTuning.Core.Quantization;
 using FineTuning.Core.Strategies.Lora;
@@ -202,6 +203,31 @@ public sealed class FineTunerBuilder
     {
         training = QLoraPreset.PaperTraining(training);
         return AddStrategy(nameof(WithQLoRAPaperPreset), () => new QLoraStrategy(QLoraOptions.PaperPreset));
+    }
+
+    /// <summary>
+    /// Bottleneck adapters with AdapterHub's semantics: after the MLP of every layer (<see cref="AdapterPlacement.Pfeiffer"/>,
+    /// the default) or after the attention and the MLP (<see cref="AdapterPlacement.Houlsby"/>), each
+    /// <c>x + up(act(down(x)))</c> with a bottleneck of hidden / <paramref name="reductionFactor"/>; identity init, fp32
+    /// adapters, frozen base. Saved as an AdapterHub folder; cannot be merged.
+    /// </summary>
+    /// <param name="reductionFactor">hidden size / bottleneck size.</param>
+    /// <param name="placement">Where the adapters sit.</param>
+    /// <param name="configure">Further changes, e.g. <c>o =&gt; o with { NonLinearity = AdapterNonLinearity.Gelu }</c>.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithAdapters(double reductionFactor = 16, AdapterPlacement placement = AdapterPlacement.Pfeiffer, Func<AdapterLayersOptions, AdapterLayersOptions>? configure = null)
+    {
+        var options = new AdapterLayersOptions { ReductionFactor = reductionFactor, Placement = placement };
+        return WithAdapters(configure is null ? options : configure(options));
+    }
+
+    /// <summary>Bottleneck adapters with the given options.</summary>
+    /// <param name="options">The options.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithAdapters(AdapterLayersOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return AddStrategy(nameof(WithAdapters), () => new AdapterLayersStrategy(options));
     }
 
     /// <summary>Replaces the optimizer settings.</summary>

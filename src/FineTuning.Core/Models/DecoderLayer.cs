@@ -5,7 +5,8 @@ namespace FineTuning.Core.Models;
 
 /// <summary>
 /// One pre-norm transformer block: <c>h + attn(norm(h))</c>, then <c>h + mlp(norm(h))</c>. Seam 4: optional
-/// adapters transform each sublayer's output before it is added to the residual stream.
+/// adapters transform each sublayer's output before it is added to the residual stream (an
+/// <see cref="IResidualAwareAdapter"/> also reads that residual stream).
 /// </summary>
 public sealed class DecoderLayer : nn.Module
 {
@@ -78,14 +79,14 @@ public sealed class DecoderLayer : nn.Module
         var attended = self_attn.Forward(input_layernorm.call(hidden), context);
         if (attentionAdapter is not null)
         {
-            attended = attentionAdapter.call(attended);
+            attended = attentionAdapter is IResidualAwareAdapter aware ? aware.Forward(attended, hidden) : attentionAdapter.call(attended);
         }
 
         hidden = hidden + attended;
         var transformed = mlp.call(post_attention_layernorm.call(hidden));
         if (mlpAdapter is not null)
         {
-            transformed = mlpAdapter.call(transformed);
+            transformed = mlpAdapter is IResidualAwareAdapter aware ? aware.Forward(transformed, hidden) : mlpAdapter.call(transformed);
         }
 
         return (hidden + transformed).MoveToOuterDisposeScope();

@@ -46,7 +46,8 @@ public static class AdapterLoader
     }
 
     /// <summary>
-    /// Applies the adapter saved in a folder to a base model (frozen unless <paramref name="isTrainable"/>). A LoRA
+    /// Applies the adapter saved in a folder to a base model (frozen unless <paramref name="isTrainable"/>). An AdapterHub
+    /// folder (no <c>peft_type</c>; a <c>config</c> object) comes back as an <see cref="AdapterLayers.AdapterLayersStrategy"/>. A LoRA
     /// adapter on a 4-bit base comes back as a <see cref="QLoraStrategy"/> (a QLoRA adapter is a LoRA adapter), whose
     /// <see cref="QLoraStrategy.MergeAndUnload()"/> exports 16-bit weights; on a 16-bit base, as a <see cref="LoraStrategy"/>.
     /// </summary>
@@ -59,6 +60,11 @@ public static class AdapterLoader
     public static IParameterStrategy Load(string directory, CausalLanguageModel model, bool isTrainable = false, ILogger? logger = null)
     {
         ArgumentNullException.ThrowIfNull(model);
+        if (AdapterLayers.AdapterHubFiles.IsAdapterHubFolder(directory))
+        {
+            return AdapterLayers.AdapterLayersStrategy.FromPretrained(directory, model, isTrainable, logger);
+        }
+
         var type = ReadPeftType(directory);
         return type switch
         {
