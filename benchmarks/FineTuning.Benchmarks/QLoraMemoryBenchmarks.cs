@@ -14,7 +14,8 @@ namespace FineTuning.Benchmarks;
 /// the 1.0 B-parameter <see cref="BenchmarkModel.WeightHeavy"/> model, bf16 base for LoRA and NF4 + double
 /// quantization for QLoRA, the same LoRA (r 16, alpha 32, every decoder Linear), AdamW, activation checkpointing for
 /// both (as in torchtune's QLoRA recipes). <see cref="Runtime"/> measures the process without a model (.NET, libtorch,
-/// the tokenizer), so the memory each method adds on top of the runtime can be compared too. One process per case.
+/// the tokenizer), so the memory each method adds on top of the runtime can be compared too. One process per case;
+/// each first fixes glibc's mmap threshold (<see cref="MallocSettings"/>) so peak RSS follows live memory.
 /// </summary>
 [WarmupCount(1)]
 [IterationCount(3)]
@@ -40,12 +41,14 @@ public class QLoraMemoryBenchmarks
     [GlobalSetup(Target = nameof(Runtime))]
     public void SetupRuntime()
     {
+        MallocSettings.MapLargeBlocks();
         _ = TokenizerLoader.Gpt2();
         probe = ones(16, 16);
     }
 
     private void Setup(IParameterStrategy strategy)
     {
+        MallocSettings.MapLargeBlocks();
         model = BenchmarkModels.Create(BenchmarkModel.WeightHeavy, ScalarType.BFloat16);
         strategy.Apply(model, StrategyContext.Empty);
         (rows, var options) = TrainingMethods.TrainerInputs(BenchmarkModel.WeightHeavy, StepsPerCall);

@@ -1,3 +1,4 @@
+using FineTuning.Core.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -217,7 +218,10 @@ public sealed class Linear4Bit : nn.Module<Tensor, Tensor>, IQuantizedLinear
 
     /// <summary>
     /// <c>x · dequantize(W)ᵀ</c> with a backward that dequantizes again (<c>grad · W</c>) instead of keeping W: the
-    /// graph node holds the layer, not a full-precision weight. No gradient for the 4-bit weight.
+    /// graph node holds the layer, not a full-precision weight. The exception is activation checkpointing's re-run of a
+    /// layer (<see cref="LayerRecomputation"/>), whose backward follows at once: there the node keeps the dequantized
+    /// weight, saving a third dequantization per step at the cost of one layer's weights for a moment. No gradient for
+    /// the 4-bit weight.
     /// </summary>
     private sealed class DequantizingMatmul : autograd.SingleTensorFunction<DequantizingMatmul>
     {
@@ -227,9 +231,22 @@ public sealed class Linear4Bit : nn.Module<Tensor, Tensor>, IQuantizedLinear
         {
             var input = (Tensor)vars[0];
             var layer = (Linear4Bit)vars[1];
+            var dequantized = layer.Dequantize(input.dtype);
+            var keep = LayerRecomputation.IsActive;
             ctx.save_data("layer", layer);
-            using var dequantized = layer.Dequantize(input.dtype);
-            return nn.functional.linear(input, dequantized);
+            ctx.save_data("kept", keep);
+            if (keep)
+            {
+                // Activation checkpointing's re-run: this layer's backward comes next, so keep the weight for it. The
+                // saved handle must stay undisposed; the re-run's dispose scope frees it after that backward.
+                ctx.save_for_backward([dequantized]);
+                return nn.functional.linear(input, dequantized);
+            }
+
+            using (dequantized)
+            {
+                return nn.functional.linear(input, dequantized);
+            }
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output)
@@ -238,7 +255,8 @@ public sealed class Linear4Bit : nn.Module<Tensor, Tensor>, IQuantizedLinear
             Tensor inputGrad;
             using (var scope = NewDisposeScope())
             {
-                inputGrad = grad_output.matmul(layer.Dequantize(grad_output.dtype)).MoveToOuterDisposeScope();
+                var weight = (bool)ctx.get_data("kept") ? ctx.get_saved_variables()[0] : layer.Dequantize(grad_output.dtype);
+                inputGrad = grad_output.matmul(weight).MoveToOuterDisposeScope();
             }
 
             return [inputGrad, null!];

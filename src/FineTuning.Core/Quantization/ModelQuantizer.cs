@@ -1,4 +1,6 @@
+using FineTuning.Core.Backend;
 using FineTuning.Core.Models;
+using TorchSharp;
 using TorchSharp.Modules;
 
 namespace FineTuning.Core.Quantization;
@@ -20,11 +22,7 @@ public static class ModelQuantizer
     public static IReadOnlyList<string> Quantize(CausalLanguageModel model, QuantizationOptions? options = null)
     {
         var replaced = QuantizeKeepingOriginals(model, options);
-        foreach (var (_, original) in replaced)
-        {
-            original.Dispose();
-        }
-
+        DisposeOriginals(model, replaced);
         return replaced.Select(r => r.Name).ToArray();
     }
 
@@ -59,6 +57,20 @@ public static class ModelQuantizer
         }
 
         return targets;
+    }
+
+    /// <summary>Frees the full-precision layers quantization replaced and, on the CPU, returns their memory to the system.</summary>
+    internal static void DisposeOriginals(CausalLanguageModel model, IEnumerable<(string Name, Linear Original)> replaced)
+    {
+        foreach (var (_, original) in replaced)
+        {
+            original.Dispose();
+        }
+
+        if (model.Device.type == DeviceType.CPU)
+        {
+            NativeHeap.Trim();
+        }
     }
 
     /// <summary>The settings of a model's 4-bit layers (those of the first one; <see cref="QuantizedModelFiles.Save"/> requires them to agree).</summary>

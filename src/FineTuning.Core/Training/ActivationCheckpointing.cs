@@ -78,7 +78,12 @@ internal static class ActivationCheckpointing
                 try
                 {
                     using var gradMode = enable_grad();
-                    var output = layer.Forward(input, context);
+                    Tensor output;
+                    using (LayerRecomputation.Enter())
+                    {
+                        output = layer.Forward(input, context);
+                    }
+
                     autograd.backward([output], [grad_output]);
                 }
                 finally

@@ -1,6 +1,7 @@
 using FineTuning.Core.Data;
 using FineTuning.Core.Models;
 using FineTuning.Core.Strategies;
+using FineTuning.Core.Strategies.QLora;
 using FineTuning.Core.Training;
 using Xunit;
 using static TorchSharp.torch;
@@ -37,6 +38,26 @@ public class ActivationCheckpointingTests
         var plain = Gradients(model, batch, checkpointed: false);
         var checkpointed = Gradients(model, batch, checkpointed: true);
         Assert.Equal(model.named_parameters().Count(), plain.Count);
+        TrainingData.AssertClose(plain, checkpointed, rtol: 1e-5, atol: 1e-7);
+    }
+
+    [Fact]
+    public void Checkpointed_qlora_gradients_equal_the_plain_ones()
+    {
+        // The re-run keeps each 4-bit layer's dequantized weight for its backward instead of dequantizing it again.
+        using var model = TinyModels.Create();
+        var options = QLoraOptions.Default with { Quantization = QLoraOptions.Default.Quantization with { ComputeDType = ScalarType.Float32 } };
+        new QLoraStrategy(options).Apply(model, StrategyContext.Empty);
+        foreach (var (name, parameter) in model.named_parameters().Where(p => p.name.Contains("lora_B")))
+        {
+            using var _ = no_grad();
+            parameter.normal_(0, 0.05); // B starts at zero: make the adapters' input gradients non-trivial
+        }
+
+        var batch = BatchCollator.Collate(TrainingData.Examples(3, seed: 5).Select(PackedRow.Single).ToList(), true);
+        var plain = Gradients(model, batch, checkpointed: false);
+        var checkpointed = Gradients(model, batch, checkpointed: true);
+        Assert.Equal(2 * 7 * model.Config.NumHiddenLayers, plain.Count);
         TrainingData.AssertClose(plain, checkpointed, rtol: 1e-5, atol: 1e-7);
     }
 

@@ -139,7 +139,7 @@ public sealed class QLoraStrategy : IParameterStrategy
             }
             else
             {
-                replaced.ToList().ForEach(r => r.Original.Dispose());
+                ModelQuantizer.DisposeOriginals(model, replaced);
             }
         }
 
