@@ -59,6 +59,12 @@ public static class AdapterLoader
     public static IParameterStrategy Load(string directory, CausalLanguageModel model, bool isTrainable = false, ILogger? logger = null)
     {
         ArgumentNullException.ThrowIfNull(model);
+        // An OPD (Optimal Parameter Decoupling) delta folder has opd_config.json instead of a PEFT config.
+        if (Opd.SparseDelta.IsDeltaFolder(directory))
+        {
+            return Opd.OpdStrategy.FromPretrained(directory, model, isTrainable, logger);
+        }
+
         var type = ReadPeftType(directory);
         return type switch
         {
