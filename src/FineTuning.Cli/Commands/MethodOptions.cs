@@ -13,7 +13,7 @@ namespace FineTuning.Cli.Commands;
 /// options, defaulting to r 16 on all-linear, plus <c>--quant-type nf4|fp4|int4 --blocksize N --no-double-quant
 /// --compute-dtype D</c>).
 /// <c>opd</c> is Optimal Parameter Decoupling (not on-policy distillation): <c>--general-data general.jsonl --budget
-/// 0.01|N --granularity element|tensor|layer --core-fraction K --beta B --anchor L --report report.json</c>.
+/// 0.01|N --granularity element|tensor|layer --core-fraction K --beta B --anchor L --calibration N --report report.json</c>.
 /// </summary>
 internal static class MethodOptions
 {
@@ -88,12 +88,13 @@ internal static class MethodOptions
         var coreFraction = commandLine.Double("core-fraction");
         var beta = commandLine.Double("beta");
         var anchor = commandLine.Double("anchor");
+        var calibration = commandLine.Int("calibration", min: 1);
         if (method != "opd")
         {
-            var given = budget is not null || granularity is not null || generalData is not null || report is not null || coreFraction is not null || beta is not null || anchor is not null;
+            var given = budget is not null || granularity is not null || generalData is not null || report is not null || coreFraction is not null || beta is not null || anchor is not null || calibration is not null;
             return !given
                 ? null
-                : throw new UsageException("Options --budget, --granularity, --general-data, --report, --core-fraction, --beta and --anchor only apply to --method opd.");
+                : throw new UsageException("Options --budget, --granularity, --general-data, --report, --core-fraction, --beta, --anchor and --calibration only apply to --method opd.");
         }
 
         var d = OpdOptions.Default;
@@ -113,6 +114,8 @@ internal static class MethodOptions
             CoreFraction = coreFraction ?? d.CoreFraction,
             Beta = beta ?? d.Beta,
             AnchorStrength = anchor ?? d.AnchorStrength,
+            TaskCalibrationExamples = calibration ?? d.TaskCalibrationExamples,
+            GeneralCalibrationExamples = calibration ?? d.GeneralCalibrationExamples,
         };
         if (options.GeneralData is null)
         {
