@@ -58,13 +58,18 @@ public sealed class CliOpdTests(CliOpd fixture) : IClassFixture<CliOpd>
     }
 
     [Fact]
-    public void Eval_and_generate_load_the_delta_folder()
+    public void Eval_generate_and_merge_load_the_delta_folder()
     {
         var withDelta = Succeed("eval", fixture.Base, "--data", WordMap.EvalPath, "--completion-only", "--json", "--adapter", fixture.Delta);
         var without = Succeed("eval", fixture.Base, "--data", WordMap.EvalPath, "--completion-only", "--json");
         double Loss(string text) => JsonDocument.Parse(LastLine(text)).RootElement.GetProperty("loss").GetDouble();
         Assert.NotEqual(Loss(without), Loss(withDelta));
         Succeed("generate", fixture.Base, "--prompt", "map red blue green =", "--max-new-tokens", "3", "--adapter", fixture.Delta);
+
+        // merge writes θ₀ + δ exactly as the wrapped forward computes it.
+        var merged = fixture.Folder("merged");
+        Succeed("merge", fixture.Base, "--adapter", fixture.Delta, "--out", merged);
+        Assert.Equal(Loss(withDelta), Loss(Succeed("eval", merged, "--data", WordMap.EvalPath, "--completion-only", "--json")));
     }
 
     [Fact]
