@@ -40,6 +40,11 @@ public static class CliApplication
                               [--blocksize N] [--no-double-quant] [--compute-dtype bfloat16|float16|float32]
                         adapters: [--reduction-factor N (default 16)] [--placement pfeiffer|houlsby]
                               [--non-linearity relu|swish|gelu|tanh] [--dropout X]
+                        opd (Optimal Parameter Decoupling, a library-defined method; NOT on-policy distillation):
+                              --general-data general.jsonl [--budget 0.01|N] [--granularity element|tensor|layer]
+                              [--core-fraction K] [--beta B] [--anchor L] [--calibration N (examples scored, default 64)]
+                              [--report report.json]; trains a sparse
+                              delta (opd_config.json + opd_delta.safetensors); inspect needs --data to score and select
         Several --adapter folders (LoRA) are active together: their updates add up. Adapters work on 16-bit and
         4-bit bases alike.
 

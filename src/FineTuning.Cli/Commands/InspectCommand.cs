@@ -22,6 +22,7 @@ internal sealed class InspectCommand : ICommand
         var device = CommonOptions.Device(commandLine);
         var dtype = CommonOptions.DType(commandLine);
         var strategy = MethodOptions.Read(commandLine, required: false);
+        var taskData = commandLine.String("data");
         commandLine.RejectUnknown(1);
 
         var config = ModelConfig.Load(Path.Combine(directory, "config.json"));
@@ -35,6 +36,11 @@ internal sealed class InspectCommand : ICommand
         {
             var applied = strategy();
             applied.Apply(model, StrategyContext.Empty);
+            if (applied is ITaskDataStrategy { IsPrepared: false } dataDriven)
+            {
+                PrepareFromData(dataDriven, directory, taskData);
+            }
+
             output.WriteLine($"method: {applied.Method}");
         }
 
@@ -45,5 +51,20 @@ internal sealed class InspectCommand : ICommand
 
         output.WriteLine(model.CountParameters().ToPeftLine());
         return 0;
+    }
+
+    /// <summary>A method that selects from the task data (OPD) scores and selects on <c>--data</c>, as training would.</summary>
+    private static void PrepareFromData(ITaskDataStrategy strategy, string directory, string? dataPath)
+    {
+        if (dataPath is null)
+        {
+            throw new UsageException($"inspect --method {strategy.Method} needs --data train.jsonl: the method selects what trains from the task data.");
+        }
+
+        var tokenizer = FineTuning.Core.Tokenization.TokenizerLoader.Load(directory);
+        var defaults = FineTuning.Core.Training.TrainingOptions.Default;
+        var formatter = new FineTuning.Core.Data.ExampleFormatter(tokenizer, FineTuning.Core.Data.ChatTemplates.Resolve(defaults.ChatTemplate, tokenizer.Config), new FineTuning.Core.Data.ExampleFormatterOptions { MaxSequenceLength = defaults.MaxSequenceLength });
+        var examples = formatter.FormatAll(FineTuning.Core.Data.JsonlDataset.Load(dataPath));
+        strategy.Prepare(new TaskData(examples, data => formatter.FormatAll(data), defaults.LossOnCompletionOnly));
     }
 }

@@ -2,6 +2,7 @@ using FineTuning.Core.Strategies;
 using FineTuning.Core.Strategies.AdapterLayers;
 using FineTuning.Core.Strategies.FullSft;
 using FineTuning.Core.Strategies.Lora;
+using FineTuning.Core.Strategies.Opd;
 using FineTuning.Core.Strategies.QLora;
 
 namespace FineTuning.Cli.Commands;
@@ -14,6 +15,8 @@ namespace FineTuning.Cli.Commands;
 /// --compute-dtype D</c>).
 /// <c>adapters</c>: bottleneck adapters (<c>--reduction-factor N --placement pfeiffer|houlsby
 /// --non-linearity relu|swish|gelu|tanh --dropout P</c>).
+/// <c>opd</c> is Optimal Parameter Decoupling (not on-policy distillation): <c>--general-data general.jsonl --budget
+/// 0.01|N --granularity element|tensor|layer --core-fraction K --beta B --anchor L --calibration N --report report.json</c>.
 /// </summary>
 internal static class MethodOptions
 {
@@ -35,6 +38,7 @@ internal static class MethodOptions
         var reductionFactor = commandLine.Double("reduction-factor");
         var placement = commandLine.String("placement");
         var nonLinearity = commandLine.String("non-linearity");
+        var opd = ReadOpd(commandLine, method);
         if (method is null)
         {
             return required ? throw new UsageException("Missing --method sft|lora|qlora.") : null;
@@ -76,8 +80,70 @@ internal static class MethodOptions
             case "adapters":
                 var adapters = ReadAdapters(reductionFactor, placement, nonLinearity, dropout);
                 return () => new AdapterLayersStrategy(adapters);
+            case "opd":
+                return () => new OpdStrategy(opd!);
             default:
-                throw new UsageException($"Option --method expects sft, lora or qlora, got '{method}'.");
+                throw new UsageException($"Option --method expects sft, lora, qlora or opd, got '{method}'.");
+        }
+    }
+
+    /// <summary>The OPD (Optimal Parameter Decoupling) options; <c>null</c> for another method (which must not get them).</summary>
+    private static OpdOptions? ReadOpd(CommandLine commandLine, string? method)
+    {
+        var budget = commandLine.String("budget");
+        var granularity = commandLine.String("granularity");
+        var generalData = commandLine.String("general-data");
+        var report = commandLine.String("report");
+        var coreFraction = commandLine.Double("core-fraction");
+        var beta = commandLine.Double("beta");
+        var anchor = commandLine.Double("anchor");
+        var calibration = commandLine.Int("calibration", min: 1);
+        if (method != "opd")
+        {
+            var given = budget is not null || granularity is not null || generalData is not null || report is not null || coreFraction is not null || beta is not null || anchor is not null || calibration is not null;
+            return !given
+                ? null
+                : throw new UsageException("Options --budget, --granularity, --general-data, --report, --core-fraction, --beta, --anchor and --calibration only apply to --method opd.");
+        }
+
+        var d = OpdOptions.Default;
+        var options = d with
+        {
+            Budget = budget is null ? d.Budget : Parse(() => OpdBudget.Parse(budget), "--budget"),
+            Granularity = granularity switch
+            {
+                null => d.Granularity,
+                "element" => OpdGranularity.Element,
+                "tensor" => OpdGranularity.Tensor,
+                "layer" => OpdGranularity.Layer,
+                _ => throw new UsageException($"Option --granularity expects element, tensor or layer, got '{granularity}'."),
+            },
+            GeneralData = generalData is null ? null : Parse(() => FineTuning.Core.Data.JsonlDataset.Load(generalData), "--general-data"),
+            ReportPath = report,
+            CoreFraction = coreFraction ?? d.CoreFraction,
+            Beta = beta ?? d.Beta,
+            AnchorStrength = anchor ?? d.AnchorStrength,
+            TaskCalibrationExamples = calibration ?? d.TaskCalibrationExamples,
+            GeneralCalibrationExamples = calibration ?? d.GeneralCalibrationExamples,
+        };
+        if (options.GeneralData is null)
+        {
+            throw new UsageException("--method opd needs --general-data general.jsonl: examples of what the base must keep doing (it scores the general Fisher and the core set on them).");
+        }
+
+        options.Validate();
+        return options;
+    }
+
+    private static T Parse<T>(Func<T> parse, string option)
+    {
+        try
+        {
+            return parse();
+        }
+        catch (Exception e) when (e is FormatException or IOException)
+        {
+            throw new UsageException($"Option {option}: {e.Message}");
         }
     }
 

@@ -34,7 +34,13 @@ internal sealed class TrainCommand : ICommand
         }
 
         using var tuner = builder.Build();
-        output.WriteLine(tuner.Parameters.ToPeftLine());
+        // A method that selects from the task data (OPD) knows its trainable count only once training starts.
+        var selectsFromData = tuner.Strategy is FineTuning.Core.Strategies.ITaskDataStrategy { IsPrepared: false };
+        if (!selectsFromData)
+        {
+            output.WriteLine(tuner.Parameters.ToPeftLine());
+        }
+
         var printer = new TrainingProgressPrinter(error, interactive: ReferenceEquals(error, Console.Error) && !Console.IsErrorRedirected);
         using var cancel = new CancellationTokenSource();
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
@@ -43,6 +49,11 @@ internal sealed class TrainCommand : ICommand
         {
             var result = tuner.Train(data, eval, printer, cancel.Token);
             printer.Finish();
+            if (selectsFromData)
+            {
+                output.WriteLine(result.Parameters.ToPeftLine());
+            }
+
             var metrics = result.Training;
             output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"steps: {metrics.Steps}"));
             output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"train_loss: {metrics.TrainLoss:F6}"));

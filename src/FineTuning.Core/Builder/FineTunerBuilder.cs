@@ -7,6 +7,7 @@ using FineTuning.Core.Strategies.AdapterLayers;
 using FineTuning.Core.Strategies.FullSft;
 using FineTuning.Core.Quantization;
 using FineTuning.Core.Strategies.Lora;
+using FineTuning.Core.Strategies.Opd;
 using FineTuning.Core.Strategies.QLora;
 using FineTuning.Core.Tokenization;
 using FineTuning.Core.Training;
@@ -228,6 +229,32 @@ public sealed class FineTunerBuilder
     {
         ArgumentNullException.ThrowIfNull(options);
         return AddStrategy(nameof(WithAdapters), () => new AdapterLayersStrategy(options));
+    }
+
+    /// <summary>
+    /// OPD — Optimal Parameter Decoupling (a library-defined method; <b>not on-policy distillation</b>): scores every
+    /// projection weight with Fisher estimates on the task data and on <paramref name="generalData"/>, protects a core set,
+    /// trains only the exact optimum of the surrogate Σ(G − β·H) under <paramref name="budget"/>, anchored to the base, and
+    /// saves a sparse delta with an explanation report. Selection happens when training starts, on the training data.
+    /// </summary>
+    /// <param name="generalData">General calibration examples (what the base must keep doing).</param>
+    /// <param name="budget">Trainable scalars: <c>OpdBudget.Count(n)</c> or <c>OpdBudget.Of(fraction)</c>; default 1 % of the selectable parameters.</param>
+    /// <param name="granularity">Elements (default, with row quotas), whole tensors or whole layers.</param>
+    /// <param name="configure">Further changes, e.g. <c>o =&gt; o with { AnchorStrength = 10 }</c>.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithOpd(IReadOnlyList<TrainingExample> generalData, OpdBudget? budget = null, OpdGranularity granularity = OpdGranularity.Element, Func<OpdOptions, OpdOptions>? configure = null)
+    {
+        var options = OpdOptions.Default with { GeneralData = generalData, Budget = budget ?? OpdOptions.Default.Budget, Granularity = granularity };
+        return WithOpd(configure is null ? options : configure(options));
+    }
+
+    /// <summary>OPD (Optimal Parameter Decoupling, not on-policy distillation) with the given options.</summary>
+    /// <param name="options">The options.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithOpd(OpdOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return AddStrategy(nameof(WithOpd), () => new OpdStrategy(options));
     }
 
     /// <summary>Replaces the optimizer settings.</summary>

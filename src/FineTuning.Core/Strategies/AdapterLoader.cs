@@ -65,6 +65,12 @@ public static class AdapterLoader
             return AdapterLayers.AdapterLayersStrategy.FromPretrained(directory, model, isTrainable, logger);
         }
 
+        // An OPD (Optimal Parameter Decoupling) delta folder has opd_config.json instead of a PEFT config.
+        if (Opd.SparseDelta.IsDeltaFolder(directory))
+        {
+            return Opd.OpdStrategy.FromPretrained(directory, model, isTrainable, logger);
+        }
+
         var type = ReadPeftType(directory);
         return type switch
         {

@@ -56,7 +56,8 @@ public sealed class Trainer
             throw new InvalidOperationException($"The '{strategy.Method}' strategy is not applied to this model; call its Apply(model, …) before creating the trainer.");
         }
 
-        if (strategy.TrainableParameters().Count == 0)
+        // A strategy that selects from the task data (ITaskDataStrategy) trains nothing until Train prepares it.
+        if (strategy.TrainableParameters().Count == 0 && strategy is not ITaskDataStrategy { IsPrepared: false })
         {
             throw new InvalidOperationException($"The '{strategy.Method}' strategy exposes no trainable parameter.");
         }
@@ -105,8 +106,29 @@ public sealed class Trainer
     public TrainingResult Train(IReadOnlyList<TokenizedExample> trainData, IReadOnlyList<TokenizedExample>? evalData = null, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(trainData);
+        PrepareStrategy(trainData);
         using var run = new TrainingRun(this, trainData, evalData, progress, logger, cancellationToken);
         return run.Execute();
+    }
+
+    /// <summary>
+    /// Gives an unprepared <see cref="ITaskDataStrategy"/> the task data before the run (a resumed run loads the saved
+    /// selection from the checkpoint instead).
+    /// </summary>
+    private void PrepareStrategy(IReadOnlyList<TokenizedExample> trainData)
+    {
+        if (Strategy is not ITaskDataStrategy { IsPrepared: false } dataDriven || Options.ResumeFrom is not null)
+        {
+            return;
+        }
+
+        var formatter = new ExampleFormatter(tokenizer, ChatTemplates.Resolve(Options.ChatTemplate, tokenizer.Config), new ExampleFormatterOptions { MaxSequenceLength = Options.MaxSequenceLength });
+        var examples = trainData.Where(e => e is not null).Select(e => e.Truncate(Options.MaxSequenceLength)).Where(e => e.HasTargets(Options.LossOnCompletionOnly)).ToList();
+        dataDriven.Prepare(new TaskData(examples, data => formatter.FormatAll(data), Options.LossOnCompletionOnly));
+        if (Strategy.TrainableParameters().Count == 0)
+        {
+            throw new InvalidOperationException($"The '{Strategy.Method}' strategy selected no trainable parameter from the task data.");
+        }
     }
 
     /// <summary>The newest complete checkpoint in an output directory, or <c>null</c> when there is none.</summary>

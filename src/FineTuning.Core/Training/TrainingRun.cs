@@ -269,6 +269,12 @@ internal sealed class TrainingRun : IDisposable
             loss += sum.item<float>() / targets;
         }
 
+        if (strategy is IRegularizedStrategy regularized)
+        {
+            using var scope = NewDisposeScope();
+            regularized.RegularizationLoss()?.backward();
+        }
+
         var learningRate = LearningRateSchedule.LearningRate(options.Optimizer.LearningRate, options.Schedule, state.GlobalStep, totalSteps);
         var gradNorm = Optimizer.Step(learningRate, options.MaxGradNorm);
         Optimizer.ZeroGrad();
