@@ -10,12 +10,12 @@ using Xunit.Abstractions;
 
 namespace FineTuning.Core.Tests.Learning;
 
-/// <summary>The word-map base (<see cref="WordMapBase"/>) and one OPD run on it, shared by <see cref="OpdWordMapTests"/>.</summary>
+/// <summary>One OPD run on the shared word-map base (<see cref="WordMapBase"/>), shared by <see cref="OpdWordMapTests"/>.</summary>
 public sealed class OpdWordMapRun : IDisposable
 {
-    public OpdWordMapRun()
+    public OpdWordMapRun(WordMapBase wordMapBase)
     {
-        Base = new WordMapBase();
+        Base = wordMapBase;
         Delta = Base.NewFolder("opd");
         Result = WordMapBase.Train(FineTuner.Create().WithModel(Base.Directory).WithOpd(Options).WithOutput(Delta), Steps, LearningRate, WordMap.TrainPath);
         Eval = Result.Tuner.Evaluate(WordMapBase.Eval);
@@ -45,11 +45,7 @@ public sealed class OpdWordMapRun : IDisposable
 
     public EvaluationResult Eval { get; }
 
-    public void Dispose()
-    {
-        Result.Tuner.Dispose();
-        Base.Dispose();
-    }
+    public void Dispose() => Result.Tuner.Dispose();
 }
 
 /// <summary>
@@ -62,8 +58,11 @@ public sealed class OpdWordMapRun : IDisposable
 /// learning the new one must raise the loss on the old one: the report measures how much.
 /// </remarks>
 [Trait("Category", "Slow")]
-public sealed class OpdWordMapTests(OpdWordMapRun run, ITestOutputHelper output) : IClassFixture<OpdWordMapRun>
+[Collection(WordMapCollection.Name)]
+public sealed class OpdWordMapTests(WordMapBase wordMapBase, ITestOutputHelper output)
 {
+    private OpdWordMapRun run => wordMapBase.Shared("opd", b => new OpdWordMapRun(b));
+
     [Fact]
     public void Opd_learns_the_new_table_on_unseen_prompts_and_reports_the_forgetting()
     {

@@ -3,6 +3,7 @@ using FineTuning.Core.Evaluation;
 using FineTuning.Core.Generation;
 using FineTuning.Core.Tests.Samples;
 using FineTuning.Core.Training;
+using Xunit;
 
 namespace FineTuning.Core.Tests.Learning;
 
@@ -17,6 +18,7 @@ public sealed class WordMapBase : IDisposable
     private readonly TempDirectory temp = new();
     private readonly Lazy<LoraRun> lora;
     private readonly Lazy<LoraRun> qlora;
+    private readonly Dictionary<string, IDisposable> shared = [];
 
     public WordMapBase()
     {
@@ -61,6 +63,25 @@ public sealed class WordMapBase : IDisposable
     /// <summary>Whether <see cref="Lora"/> has been trained already.</summary>
     public bool LoraStarted => lora.IsValueCreated;
 
+    /// <summary>A run built on first use and kept (and disposed) with the fixture, e.g. one method's fine-tune shared by a test class.</summary>
+    /// <param name="key">The run's name.</param>
+    /// <param name="create">Builds the run from this base.</param>
+    /// <returns>The run.</returns>
+    public T Shared<T>(string key, Func<WordMapBase, T> create)
+        where T : IDisposable
+    {
+        lock (shared)
+        {
+            if (!shared.TryGetValue(key, out var run))
+            {
+                run = create(this);
+                shared[key] = run;
+            }
+
+            return (T)run;
+        }
+    }
+
     /// <summary>A path under the fixture's temporary folder.</summary>
     public string NewFolder(string name) => temp.File(name);
 
@@ -90,8 +111,21 @@ public sealed class WordMapBase : IDisposable
             run.Value.Result.Tuner.Dispose();
         }
 
+        foreach (var run in shared.Values)
+        {
+            run.Dispose();
+        }
+
         temp.Dispose();
     }
+}
+
+/// <summary>The test classes that share one <see cref="WordMapBase"/> (building it takes about a minute).</summary>
+[CollectionDefinition(Name)]
+public sealed class WordMapCollection : ICollectionFixture<WordMapBase>
+{
+    /// <summary>The collection's name.</summary>
+    public const string Name = "Word-map base";
 }
 
 /// <summary>A shared LoRA or QLoRA run: the result (its tuner holds the trained, unmerged model), its evaluation and the adapter folder.</summary>

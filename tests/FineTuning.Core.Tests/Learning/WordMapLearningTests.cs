@@ -25,7 +25,8 @@ namespace FineTuning.Core.Tests.Learning;
 /// accuracies 1.0. The thresholds below leave wide margins.
 /// </remarks>
 [Trait("Category", "Slow")]
-public sealed class WordMapLearningTests(WordMapBase fixture, ITestOutputHelper output) : IClassFixture<WordMapBase>
+[Collection(WordMapCollection.Name)]
+public sealed class WordMapLearningTests(WordMapBase fixture, ITestOutputHelper output)
 {
     private void AssertLearned(string method, FineTuner tuner, EvaluationResult eval)
     {
