@@ -38,6 +38,10 @@ public static class CliApplication
                               [--rslora] [--dora]
                         qlora: the lora options (default --r 16 --targets all-linear) and [--quant-type nf4|fp4|int4]
                               [--blocksize N] [--no-double-quant] [--compute-dtype bfloat16|float16|float32]
+                        prompt: [--virtual-tokens N (default 20)] [--init random|text|sample-vocab] [--init-text "..."]
+                              (--init-text implies --init text)
+                        prefix: [--virtual-tokens N (default 20)] [--init random|zero] [--prefix-projection
+                              [--encoder-hidden-size N]]
         Several --adapter folders (LoRA) are active together: their updates add up. Adapters work on 16-bit and
         4-bit bases alike.
 

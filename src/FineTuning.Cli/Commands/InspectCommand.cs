@@ -34,7 +34,8 @@ internal sealed class InspectCommand : ICommand
         if (strategy is not null)
         {
             var applied = strategy();
-            applied.Apply(model, StrategyContext.Empty);
+            // Loaded weights may need the tokenizer (prompt tuning's text init copies the text's token embeddings).
+            applied.Apply(model, hasWeights ? new StrategyContext { Tokenizer = FineTuning.Core.Tokenization.TokenizerLoader.Load(directory) } : StrategyContext.Empty);
             output.WriteLine($"method: {applied.Method}");
         }
 
