@@ -23,7 +23,7 @@ namespace FineTuning.Core.Tests.Learning;
 /// accuracies 1.0. The thresholds below leave wide margins.
 /// </remarks>
 [Trait("Category", "Slow")]
-public sealed class WordMapLearningTests(WordMapBase fixture, ITestOutputHelper output) : IClassFixture<WordMapBase>
+public sealed partial class WordMapLearningTests(WordMapBase fixture, ITestOutputHelper output) : IClassFixture<WordMapBase>
 {
     private void AssertLearned(string method, FineTuner tuner, EvaluationResult eval)
     {
