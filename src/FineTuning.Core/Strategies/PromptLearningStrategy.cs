@@ -1,3 +1,4 @@
+using FineTuning.Core.IO;
 using FineTuning.Core.Models;
 using FineTuning.Core.Strategies.Lora;
 using TorchSharp;
@@ -27,7 +28,12 @@ public abstract class PromptLearningStrategy : IParameterStrategy
 
     /// <summary>Creates the strategy.</summary>
     /// <param name="trainable">Whether the encoder's parameters train (false when loaded for inference).</param>
-    private protected PromptLearningStrategy(bool trainable) => Trainable = trainable;
+    /// <param name="initialize">Whether <see cref="Apply"/> initialises the encoder (not when saved weights replace the init).</param>
+    private protected PromptLearningStrategy(bool trainable, bool initialize)
+    {
+        Trainable = trainable;
+        InitializeOnApply = initialize;
+    }
 
     /// <inheritdoc />
     public abstract string Method { get; }
@@ -40,6 +46,9 @@ public abstract class PromptLearningStrategy : IParameterStrategy
 
     /// <summary>Whether the encoder's parameters require gradients.</summary>
     public bool Trainable { get; }
+
+    /// <summary>Whether <see cref="Apply"/> initialises the encoder.</summary>
+    private protected bool InitializeOnApply { get; }
 
     /// <inheritdoc />
     public void Apply(CausalLanguageModel model, StrategyContext context)
@@ -127,6 +136,15 @@ public abstract class PromptLearningStrategy : IParameterStrategy
     /// <returns>The model.</returns>
     private protected CausalLanguageModel RequireModel() =>
         Model ?? throw new InvalidOperationException("The strategy is not applied to a model; call Apply first.");
+
+    /// <summary>Writes PEFT's <c>adapter_model.safetensors</c>: the single tensor <c>prompt_embeddings</c>.</summary>
+    private protected static void WriteEmbeddings(string directory, Tensor embeddings) =>
+        PeftAdapterFiles.WriteWeights(directory, [new(EmbeddingsKey, embeddings)]);
+
+    /// <summary>Reads <c>prompt_embeddings</c> from PEFT's <c>adapter_model.safetensors</c> into a parameter (same shape, nothing else in the file).</summary>
+    private protected void ReadEmbeddings(string directory, Tensor destination) =>
+        PeftAdapterFiles.ReadWeights(directory, new Dictionary<string, Tensor> { [EmbeddingsKey] = destination },
+            _ => $"a {Method} adapter holds only '{EmbeddingsKey}' (is it another method's adapter, or saved with modules_to_save?).");
 
     /// <summary>A generator for initialisation on the model's device (CPU for a meta model).</summary>
     private protected static Generator InitGenerator(CausalLanguageModel model, long seed) =>

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Text.Json;
 using FineTuning.Core.IO;
 using FineTuning.Core.Strategies;
@@ -36,17 +35,12 @@ public sealed class CliPromptLearningAdapters : CliFixture
 
 public sealed class CliPromptLearningTests(CliPromptLearningAdapters adapters) : IClassFixture<CliPromptLearningAdapters>
 {
-    private static string Count(long value) => value.ToString("N0", CultureInfo.InvariantCulture);
-
     // Tiny preset: tied 50257×64 embeddings; per layer q,o 64×64, k,v 64×32, MLP 3×64×176, two norms; final norm.
     private static readonly long TinyTotal = (50257L * 64) + (2 * ((2 * 64 * 64) + (2 * 64 * 32) + (3 * 64 * 176) + (2 * 64))) + 64;
 
-    private static double EvalLoss(string model, params string[] extra)
-    {
-        var output = Succeed(["eval", model, "--data", WordMap.EvalPath, "--completion-only", "--json", .. extra]);
-        using var json = JsonDocument.Parse(LastLine(output));
-        return json.RootElement.GetProperty("loss").GetDouble();
-    }
+    private static double EvalLoss(string model, params string[] extra) => CliFineTuningTests.Eval(model, extra).Loss;
+
+    private static string Count(long value) => CliFineTuningTests.Count(value);
 
     // PEFT's MetaMathQA runs on meta-llama/Llama-3.2-3B (3,212,749,824 parameters): prompt tuning 200 tokens = 614,400,
     // prefix tuning 200 tokens = 11,468,800; the percentages are PEFT's formula on these counts.

@@ -44,21 +44,8 @@ internal static class PromptLearningTestKit
     }
 
     /// <summary>Gradients of the next-token loss on a small batch (train mode), plain or with activation checkpointing.</summary>
-    public static Dictionary<string, Tensor> Gradients(CausalLanguageModel model, bool checkpointed)
-    {
-        var batch = BatchCollator.Collate(TrainingData.Examples(3, seed: 5).Select(PackedRow.Single).ToList(), lossOnCompletionOnly: true);
-        model.train();
-        model.LayerRunner = checkpointed ? ActivationCheckpointing.Runner : null;
-        try
-        {
-            return TrainingData.Gradients(model, batch).Gradients;
-        }
-        finally
-        {
-            model.LayerRunner = null;
-            model.eval();
-        }
-    }
+    public static Dictionary<string, Tensor> Gradients(CausalLanguageModel model, bool checkpointed) =>
+        ActivationCheckpointingTests.Gradients(model, BatchCollator.Collate(TrainingData.Examples(3, seed: 5).Select(PackedRow.Single).ToList(), lossOnCompletionOnly: true), checkpointed);
 
     /// <summary>Trains a few steps on random tiny examples with the trainer.</summary>
     public static TrainingResult TrainFewSteps(CausalLanguageModel model, IParameterStrategy strategy, int steps = 8, bool packing = false, double learningRate = 1e-2) =>

@@ -28,7 +28,6 @@ public sealed class PrefixTuningStrategy : PromptLearningStrategy
     /// <summary>The file holding the encoder's own weights when it has a projection (not part of PEFT's format).</summary>
     public const string EncoderFileName = "prefix_encoder.safetensors";
 
-    private readonly bool initialize;
     private PrefixEncoder? encoder;
 
     /// <summary>Creates the strategy.</summary>
@@ -39,11 +38,10 @@ public sealed class PrefixTuningStrategy : PromptLearningStrategy
     {
     }
 
-    private PrefixTuningStrategy(PrefixTuningOptions options, bool trainable, bool initialize) : base(trainable)
+    private PrefixTuningStrategy(PrefixTuningOptions options, bool trainable, bool initialize) : base(trainable, initialize)
     {
         options.Validate();
         Options = options;
-        this.initialize = initialize;
     }
 
     /// <summary>The options.</summary>
@@ -111,7 +109,7 @@ public sealed class PrefixTuningStrategy : PromptLearningStrategy
         using (no_grad())
         using (var scope = NewDisposeScope())
         {
-            PeftAdapterFiles.WriteWeights(directory, [new(EmbeddingsKey, encoder!.Encode().detach().contiguous())]);
+            WriteEmbeddings(directory, encoder!.Encode().detach().contiguous());
         }
 
         if (encoder.HasProjection)
@@ -134,7 +132,7 @@ public sealed class PrefixTuningStrategy : PromptLearningStrategy
         RequireModel();
         if (!encoder!.HasProjection)
         {
-            PeftAdapterFiles.ReadWeights(directory, new Dictionary<string, Tensor> { [EmbeddingsKey] = encoder.EmbeddingWeight }, Unexpected);
+            ReadEmbeddings(directory, encoder.EmbeddingWeight);
             return;
         }
 
@@ -170,7 +168,7 @@ public sealed class PrefixTuningStrategy : PromptLearningStrategy
         var config = model.Config;
         var hidden = Options.PrefixProjection ? Options.EncoderHiddenSize ?? (config.NumKeyValueHeads * config.HeadDim) : (int?)null;
         var created = new PrefixEncoder(Options.NumVirtualTokens, config.NumHiddenLayers, config.NumKeyValueHeads, config.HeadDim, hidden, model.Device);
-        if (initialize && model.Device.type != DeviceType.META)
+        if (InitializeOnApply && model.Device.type != DeviceType.META)
         {
             created.Initialize(Options.Init, InitGenerator(model, Options.Seed));
         }
@@ -192,6 +190,4 @@ public sealed class PrefixTuningStrategy : PromptLearningStrategy
         encoder = null;
     }
 
-    private static string Unexpected(string key) =>
-        $"a prefix-tuning adapter holds only '{EmbeddingsKey}' (is it another method's adapter, or saved with modules_to_save?).";
 }

@@ -22,7 +22,6 @@ namespace FineTuning.Core.Strategies.PromptTuning;
 /// </remarks>
 public sealed class PromptTuningStrategy : PromptLearningStrategy
 {
-    private readonly bool initialize;
     private PromptEmbedding? embedding;
 
     /// <summary>Creates the strategy.</summary>
@@ -33,11 +32,10 @@ public sealed class PromptTuningStrategy : PromptLearningStrategy
     {
     }
 
-    private PromptTuningStrategy(PromptTuningOptions options, bool trainable, bool initialize) : base(trainable)
+    private PromptTuningStrategy(PromptTuningOptions options, bool trainable, bool initialize) : base(trainable, initialize)
     {
         options.Validate();
         Options = options;
-        this.initialize = initialize;
     }
 
     /// <summary>The options.</summary>
@@ -96,7 +94,7 @@ public sealed class PromptTuningStrategy : PromptLearningStrategy
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         var model = RequireModel();
-        PeftAdapterFiles.WriteWeights(directory, [new(EmbeddingsKey, embedding!.Weight)]);
+        WriteEmbeddings(directory, embedding!.Weight);
         PromptTuningAdapterConfig.Write(directory, Options, model.Config);
     }
 
@@ -106,7 +104,7 @@ public sealed class PromptTuningStrategy : PromptLearningStrategy
     public override void Load(string directory)
     {
         RequireModel();
-        PeftAdapterFiles.ReadWeights(directory, new Dictionary<string, Tensor> { [EmbeddingsKey] = embedding!.Weight }, Unexpected);
+        ReadEmbeddings(directory, embedding!.Weight);
     }
 
     /// <inheritdoc />
@@ -115,7 +113,7 @@ public sealed class PromptTuningStrategy : PromptLearningStrategy
         var created = new PromptEmbedding(Options.NumVirtualTokens, model.Config.HiddenSize, model.Device);
         try
         {
-            if (initialize && model.Device.type != DeviceType.META)
+            if (InitializeOnApply && model.Device.type != DeviceType.META)
             {
                 Initialize(created, model, context);
             }
@@ -143,8 +141,6 @@ public sealed class PromptTuningStrategy : PromptLearningStrategy
         embedding = null;
     }
 
-    private static string Unexpected(string key) =>
-        $"a prompt-tuning adapter holds only '{EmbeddingsKey}' (is it another method's adapter, or saved with modules_to_save?).";
 
     private void Initialize(PromptEmbedding table, CausalLanguageModel model, StrategyContext context)
     {
