@@ -57,6 +57,13 @@ public sealed class CliPromptLearningTests(CliPromptLearningAdapters adapters) :
     }
 
     [Fact]
+    public void Inspect_with_text_init_on_a_folder_with_weights_reads_its_tokenizer()
+    {
+        var output = Succeed("inspect", adapters.Base, "--method", "prompt", "--init-text", "map red =");
+        Assert.Equal($"trainable params: 1,280 || all params: {Count(TinyTotal + 1280)} || trainable%: {100.0 * 1280 / (TinyTotal + 1280):F4}", LastLine(output));
+    }
+
+    [Fact]
     public void Train_prints_the_parameter_line_and_writes_PEFT_folders()
     {
         // Prompt: 6 × 64. Prefix with projection (kv_dim 32, hidden 16, 2 layers): 5·32 + (32·16 + 16) + (16·128 + 128).
