@@ -11,13 +11,13 @@ public static class CliApplication
 
           init <out-dir> --preset tiny|small [--seed N]
                  write a randomly initialised LLaMA-architecture model (config, safetensors, GPT-2 tokenizer)
-          inspect <model-dir> [--method sft|lora|qlora [method options]]
+          inspect <model-dir> [--method sft|lora|qlora|prompt|prefix|adapters|opd [method options]]
                  print the config summary and PEFT's parameter line (meta device when only config.json exists);
                  a 4-bit folder also gets a "quantization:" line
           quantize <model-dir> --out <dir> [--type nf4|fp4|int4] [--double-quant|--no-double-quant] [--blocksize 64]
                 [--compute-dtype bfloat16|float16|float32]
                  write a 4-bit copy in bitsandbytes' layout (a "-bnb-4bit" folder); prints bits/param and sizes
-          train <model-dir> --data train.jsonl [--eval eval.jsonl] --method sft|lora|qlora --out <dir>
+          train <model-dir> --data train.jsonl [--eval eval.jsonl] --method sft|lora|qlora|prompt|prefix|adapters|opd --out <dir>
                 [--lr X] [--epochs N] [--max-steps N] [--batch-size N] [--grad-accum N] [--seq-len N] [--seed N]
                 [--optimizer adamw|paged-adamw|adamw-8bit|paged-adamw-8bit]
                 [--schedule constant|linear|cosine] [--warmup-steps N] [--warmup-ratio X] [--weight-decay X]
@@ -38,6 +38,10 @@ public static class CliApplication
                               [--rslora] [--dora]
                         qlora: the lora options (default --r 16 --targets all-linear) and [--quant-type nf4|fp4|int4]
                               [--blocksize N] [--no-double-quant] [--compute-dtype bfloat16|float16|float32]
+                        prompt: [--virtual-tokens N (default 20)] [--init random|text|sample-vocab] [--init-text "..."]
+                              (--init-text implies --init text)
+                        prefix: [--virtual-tokens N (default 20)] [--init random|zero] [--prefix-projection
+                              [--encoder-hidden-size N]]
                         adapters: [--reduction-factor N (default 16)] [--placement pfeiffer|houlsby]
                               [--non-linearity relu|swish|gelu|tanh] [--dropout X]
                         opd (Optimal Parameter Decoupling, a library-defined method; NOT on-policy distillation):

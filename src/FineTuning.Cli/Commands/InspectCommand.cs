@@ -35,7 +35,8 @@ internal sealed class InspectCommand : ICommand
         if (strategy is not null)
         {
             var applied = strategy();
-            applied.Apply(model, StrategyContext.Empty);
+            // Loaded weights may need the tokenizer (prompt tuning's text init copies the text's token embeddings).
+            applied.Apply(model, hasWeights ? new StrategyContext { Tokenizer = FineTuning.Core.Tokenization.TokenizerLoader.Load(directory) } : StrategyContext.Empty);
             if (applied is ITaskDataStrategy { IsPrepared: false } dataDriven)
             {
                 PrepareFromData(dataDriven, directory, taskData);

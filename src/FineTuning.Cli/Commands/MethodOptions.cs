@@ -3,6 +3,8 @@ using FineTuning.Core.Strategies.AdapterLayers;
 using FineTuning.Core.Strategies.FullSft;
 using FineTuning.Core.Strategies.Lora;
 using FineTuning.Core.Strategies.Opd;
+using FineTuning.Core.Strategies.PrefixTuning;
+using FineTuning.Core.Strategies.PromptTuning;
 using FineTuning.Core.Strategies.QLora;
 
 namespace FineTuning.Cli.Commands;
@@ -10,17 +12,18 @@ namespace FineTuning.Cli.Commands;
 /// <summary>
 /// <c>--method</c> and each method's options, shared by <c>inspect</c> and <c>train</c>:
 /// <c>sft</c> (<c>--freeze-embeddings</c>, <c>--freeze-layers N</c>), <c>lora</c>
-/// (<c>--r --alpha --dropout --targets a,b|all-linear|regex:PATTERN --rslora --dora</c>) and <c>qlora</c> (the LoRA
+/// (<c>--r --alpha --dropout --targets a,b|all-linear|regex:PATTERN --rslora --dora</c>), <c>qlora</c> (the LoRA
 /// options, defaulting to r 16 on all-linear, plus <c>--quant-type nf4|fp4|int4 --blocksize N --no-double-quant
-/// --compute-dtype D</c>).
+/// --compute-dtype D</c>), <c>prompt</c> (<c>--virtual-tokens N --init random|text|sample-vocab --init-text "…"</c>),
+/// <c>prefix</c> (<c>--virtual-tokens N --init random|zero --prefix-projection --encoder-hidden-size N</c>),
 /// <c>adapters</c>: bottleneck adapters (<c>--reduction-factor N --placement pfeiffer|houlsby
-/// --non-linearity relu|swish|gelu|tanh --dropout P</c>).
-/// <c>opd</c> is Optimal Parameter Decoupling (not on-policy distillation): <c>--general-data general.jsonl --budget
-/// 0.01|N --granularity element|tensor|layer --core-fraction K --beta B --anchor L --calibration N --report report.json</c>.
+/// --non-linearity relu|swish|gelu|tanh --dropout P</c>) and <c>opd</c>, Optimal Parameter Decoupling (not on-policy
+/// distillation): <c>--general-data general.jsonl --budget 0.01|N --granularity element|tensor|layer --core-fraction K
+/// --beta B --anchor L --calibration N --report report.json</c>.
 /// </summary>
 internal static class MethodOptions
 {
-    public static readonly string[] FlagNames = ["freeze-embeddings", "rslora", "dora", .. QuantizationFlags.FlagNames];
+    public static readonly string[] FlagNames = ["freeze-embeddings", "rslora", "dora", "prefix-projection", .. QuantizationFlags.FlagNames];
 
     /// <summary>Reads the method options; returns <c>null</c> when <c>--method</c> is absent and not required.</summary>
     public static Func<IParameterStrategy>? Read(CommandLine commandLine, bool required)
@@ -39,14 +42,34 @@ internal static class MethodOptions
         var placement = commandLine.String("placement");
         var nonLinearity = commandLine.String("non-linearity");
         var opd = ReadOpd(commandLine, method);
+        var virtualTokens = commandLine.Int("virtual-tokens", min: 1);
+        var init = commandLine.String("init");
+        var initText = commandLine.String("init-text");
+        var prefixProjection = commandLine.Flag("prefix-projection");
+        var encoderHiddenSize = commandLine.Int("encoder-hidden-size", min: 1);
         if (method is null)
         {
-            return required ? throw new UsageException("Missing --method sft|lora|qlora.") : null;
+            return required ? throw new UsageException("Missing --method sft|lora|qlora|prompt|prefix|adapters|opd.") : null;
         }
 
         if (quantizationGiven && method != "qlora")
         {
             throw new UsageException("Options --quant-type, --blocksize, --compute-dtype and --(no-)double-quant only apply to --method qlora.");
+        }
+
+        if ((virtualTokens is not null || init is not null) && method is not ("prompt" or "prefix"))
+        {
+            throw new UsageException("Options --virtual-tokens and --init only apply to --method prompt and prefix.");
+        }
+
+        if ((prefixProjection || encoderHiddenSize is not null) && method != "prefix")
+        {
+            throw new UsageException("Options --prefix-projection and --encoder-hidden-size only apply to --method prefix.");
+        }
+
+        if (encoderHiddenSize is not null && !prefixProjection)
+        {
+            throw new UsageException("Option --encoder-hidden-size needs --prefix-projection (it is the projection's hidden width).");
         }
 
         LoraOptions Lora(LoraOptions defaults)
@@ -82,8 +105,50 @@ internal static class MethodOptions
                 return () => new AdapterLayersStrategy(adapters);
             case "opd":
                 return () => new OpdStrategy(opd!);
+            case "prompt":
+                var prompt = new PromptTuningOptions
+                {
+                    NumVirtualTokens = virtualTokens ?? PromptTuningOptions.Default.NumVirtualTokens,
+                    Init = init switch
+                    {
+                        null => initText is null ? PromptTuningInit.Random : PromptTuningInit.Text,
+                        "random" => PromptTuningInit.Random,
+                        "text" => PromptTuningInit.Text,
+                        "sample-vocab" => PromptTuningInit.SampleVocab,
+                        _ => throw new UsageException($"Option --init expects random, text or sample-vocab with --method prompt, got '{init}'."),
+                    },
+                    InitText = initText,
+                };
+                if (prompt.Init == PromptTuningInit.Text)
+                {
+                    // PEFT rebuilds a TEXT init from tokenizer_name_or_path: the model folder holds the tokenizer.
+                    prompt = prompt with { TokenizerNameOrPath = commandLine.Positional(0, "model-dir") };
+                }
+
+                prompt.Validate();
+                return () => new PromptTuningStrategy(prompt);
+            case "prefix":
+                if (initText is not null)
+                {
+                    throw new UsageException("Option --init-text only applies to --method prompt.");
+                }
+
+                var prefix = new PrefixTuningOptions
+                {
+                    NumVirtualTokens = virtualTokens ?? PrefixTuningOptions.Default.NumVirtualTokens,
+                    PrefixProjection = prefixProjection,
+                    EncoderHiddenSize = encoderHiddenSize,
+                    Init = init switch
+                    {
+                        null or "random" => PrefixTuningInit.Random,
+                        "zero" => PrefixTuningInit.Zero,
+                        _ => throw new UsageException($"Option --init expects random or zero with --method prefix, got '{init}'."),
+                    },
+                };
+                prefix.Validate();
+                return () => new PrefixTuningStrategy(prefix);
             default:
-                throw new UsageException($"Option --method expects sft, lora, qlora or opd, got '{method}'.");
+                throw new UsageException($"Option --method expects sft, lora, qlora, prompt, prefix, adapters or opd, got '{method}'.");
         }
     }
 

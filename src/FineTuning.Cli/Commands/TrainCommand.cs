@@ -6,7 +6,7 @@ using FineTuning.Core.Training;
 namespace FineTuning.Cli.Commands;
 
 /// <summary>
-/// <c>finetune train &lt;model-dir&gt; --data train.jsonl [--eval eval.jsonl] --method sft|lora|qlora … --out &lt;dir&gt;</c>:
+/// <c>finetune train &lt;model-dir&gt; --data train.jsonl [--eval eval.jsonl] --method sft|lora|qlora|prompt|prefix|adapters|opd … --out &lt;dir&gt;</c>:
 /// fine-tunes with the shared trainer and writes the result (an adapter folder for LoRA and QLoRA, a model folder for
 /// SFT). <c>--optimizer adamw|paged-adamw|adamw-8bit|paged-adamw-8bit</c> picks the optimizer for any method.
 /// </summary>

@@ -9,6 +9,8 @@ using FineTuning.Core.Quantization;
 using FineTuning.Core.Strategies.Lora;
 using FineTuning.Core.Strategies.Opd;
 using FineTuning.Core.Strategies.QLora;
+using FineTuning.Core.Strategies.PrefixTuning;
+using FineTuning.Core.Strategies.PromptTuning;
 using FineTuning.Core.Tokenization;
 using FineTuning.Core.Training;
 using Microsoft.Extensions.Logging;
@@ -255,6 +257,57 @@ public sealed class FineTunerBuilder
     {
         ArgumentNullException.ThrowIfNull(options);
         return AddStrategy(nameof(WithOpd), () => new OpdStrategy(options));
+    }
+
+    /// <summary>
+    /// Prompt tuning with PEFT's semantics: <paramref name="virtualTokens"/> trainable embeddings prepended to every input,
+    /// the base frozen. With <paramref name="initText"/> the virtual tokens start as that text's token embeddings
+    /// (PEFT's TEXT init; repeated or cut to fit), otherwise as N(0, 1) (RANDOM). Packing cannot be combined with it.
+    /// </summary>
+    /// <param name="virtualTokens">T, the number of virtual tokens.</param>
+    /// <param name="initText">The text for TEXT init, or <c>null</c> for random init.</param>
+    /// <param name="configure">Further changes, e.g. <c>o =&gt; o with { Init = PromptTuningInit.SampleVocab }</c>.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithPromptTuning(int virtualTokens = 20, string? initText = null, Func<PromptTuningOptions, PromptTuningOptions>? configure = null)
+    {
+        var options = new PromptTuningOptions { NumVirtualTokens = virtualTokens, Init = initText is null ? PromptTuningInit.Random : PromptTuningInit.Text, InitText = initText };
+        return WithPromptTuning(configure is null ? options : configure(options));
+    }
+
+    /// <summary>Prompt tuning with the given options; a TEXT init without <see cref="PromptTuningOptions.TokenizerNameOrPath"/> records the tokenizer's folder.</summary>
+    /// <param name="options">The options.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithPromptTuning(PromptTuningOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return AddStrategy(nameof(WithPromptTuning), () => new PromptTuningStrategy(options.Init == PromptTuningInit.Text && options.TokenizerNameOrPath is null
+            ? options with { TokenizerNameOrPath = tokenizerDirectory ?? modelDirectory }
+            : options));
+    }
+
+    /// <summary>
+    /// Prefix tuning with PEFT's semantics: every attention layer gets <paramref name="virtualTokens"/> trainable key/value
+    /// positions (kv_heads × head_dim wide), the base frozen. With <paramref name="prefixProjection"/> they are produced
+    /// by an MLP while training (only its output is saved).
+    /// </summary>
+    /// <param name="virtualTokens">T, the number of virtual tokens.</param>
+    /// <param name="prefixProjection">Reparameterize the prefix through Embedding → Linear → Tanh → Linear.</param>
+    /// <param name="encoderHiddenSize">The MLP's hidden width; <c>null</c> = kv_heads × head_dim.</param>
+    /// <param name="configure">Further changes, e.g. <c>o =&gt; o with { Init = PrefixTuningInit.Zero }</c>.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithPrefixTuning(int virtualTokens = 20, bool prefixProjection = false, int? encoderHiddenSize = null, Func<PrefixTuningOptions, PrefixTuningOptions>? configure = null)
+    {
+        var options = new PrefixTuningOptions { NumVirtualTokens = virtualTokens, PrefixProjection = prefixProjection, EncoderHiddenSize = encoderHiddenSize };
+        return WithPrefixTuning(configure is null ? options : configure(options));
+    }
+
+    /// <summary>Prefix tuning with the given options.</summary>
+    /// <param name="options">The options.</param>
+    /// <returns>This builder.</returns>
+    public FineTunerBuilder WithPrefixTuning(PrefixTuningOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return AddStrategy(nameof(WithPrefixTuning), () => new PrefixTuningStrategy(options));
     }
 
     /// <summary>Replaces the optimizer settings.</summary>

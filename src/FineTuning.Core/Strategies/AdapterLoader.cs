@@ -3,6 +3,8 @@ using FineTuning.Core.IO;
 using FineTuning.Core.Models;
 using FineTuning.Core.Quantization;
 using FineTuning.Core.Strategies.Lora;
+using FineTuning.Core.Strategies.PrefixTuning;
+using FineTuning.Core.Strategies.PromptTuning;
 using FineTuning.Core.Strategies.QLora;
 using Microsoft.Extensions.Logging;
 
@@ -76,7 +78,9 @@ public static class AdapterLoader
         {
             "LORA" when QuantizedModelFiles.IsQuantized(model) => QLoraStrategy.FromPretrained(directory, model, isTrainable, logger: logger),
             "LORA" => LoraStrategy.FromPretrained(directory, model, LoraStrategy.DefaultAdapterName, isTrainable, logger),
-            _ => throw new NotSupportedException($"{Path.Combine(directory, ConfigFileName)}: peft_type {type} is not supported (supported: LORA)."),
+            "PROMPT_TUNING" => PromptTuningStrategy.FromPretrained(directory, model, isTrainable, logger),
+            "PREFIX_TUNING" => PrefixTuningStrategy.FromPretrained(directory, model, isTrainable, logger),
+            _ => throw new NotSupportedException($"{Path.Combine(directory, ConfigFileName)}: peft_type {type} is not supported (supported: LORA, PROMPT_TUNING, PREFIX_TUNING)."),
         };
     }
 

@@ -62,6 +62,11 @@ public sealed class Trainer
             throw new InvalidOperationException($"The '{strategy.Method}' strategy exposes no trainable parameter.");
         }
 
+        if (options.Packing && model.InputEmbeddingsHook is not null)
+        {
+            throw new InvalidOptionException($"{nameof(TrainingOptions)}.{nameof(TrainingOptions.Packing)}", $"the '{strategy.Method}' method prepends virtual tokens to every row, and a packed row (several examples in one row) cannot give each example its own; turn packing off.");
+        }
+
         Model = model;
         Strategy = strategy;
         Options = options;

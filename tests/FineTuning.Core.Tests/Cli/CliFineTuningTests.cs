@@ -35,10 +35,10 @@ public sealed class CliAdapters : CliFixture
 
 public sealed class CliFineTuningTests(CliAdapters adapters) : IClassFixture<CliAdapters>
 {
-    private static string Count(long value) => value.ToString("N0", CultureInfo.InvariantCulture);
+    internal static string Count(long value) => value.ToString("N0", CultureInfo.InvariantCulture);
 
     /// <summary>Runs <c>eval --completion-only --json</c> and returns (loss, exact match).</summary>
-    private static (double Loss, double ExactMatch) Eval(string model, params string[] extra)
+    internal static (double Loss, double ExactMatch) Eval(string model, params string[] extra)
     {
         var output = Succeed(["eval", model, "--data", WordMap.EvalPath, "--completion-only", "--json", .. extra]);
         using var json = JsonDocument.Parse(LastLine(output));

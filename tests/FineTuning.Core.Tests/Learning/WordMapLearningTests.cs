@@ -26,7 +26,7 @@ namespace FineTuning.Core.Tests.Learning;
 /// </remarks>
 [Trait("Category", "Slow")]
 [Collection(WordMapCollection.Name)]
-public sealed class WordMapLearningTests(WordMapBase fixture, ITestOutputHelper output)
+public sealed partial class WordMapLearningTests(WordMapBase fixture, ITestOutputHelper output)
 {
     private void AssertLearned(string method, FineTuner tuner, EvaluationResult eval)
     {

@@ -10,7 +10,7 @@ namespace FineTuning.Core.Tests.Training;
 
 public class ActivationCheckpointingTests
 {
-    private static Dictionary<string, Tensor> Gradients(CausalLanguageModel model, CollatedBatch batch, bool checkpointed)
+    internal static Dictionary<string, Tensor> Gradients(CausalLanguageModel model, CollatedBatch batch, bool checkpointed)
     {
         model.train();
         model.LayerRunner = checkpointed ? ActivationCheckpointing.Runner : null;

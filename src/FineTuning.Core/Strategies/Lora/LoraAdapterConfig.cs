@@ -314,7 +314,8 @@ public static class LoraAdapterConfig
     private static object AlphaValue(double alpha) =>
         alpha == Math.Floor(alpha) && Math.Abs(alpha) < int.MaxValue ? (int)alpha : new PythonFloat(alpha);
 
-    private static void WriteValue(StringBuilder text, object? value, int depth)
+    /// <summary>Writes a value as Python's <c>json.dumps(indent=2, sort_keys=True)</c> does (shared by the prompt-learning configs).</summary>
+    internal static void WriteValue(StringBuilder text, object? value, int depth)
     {
         switch (value)
         {
@@ -400,7 +401,7 @@ public static class LoraAdapterConfig
     }
 
     /// <summary>A float written as Python's <c>repr</c> does (<c>0.0</c>, <c>0.05</c>, <c>1e-05</c>).</summary>
-    private sealed record PythonFloat(double Value)
+    internal sealed record PythonFloat(double Value)
     {
         public override string ToString()
         {
@@ -415,7 +416,7 @@ public static class LoraAdapterConfig
     }
 
     /// <summary>Typed access to the config's fields, remembering which keys were read.</summary>
-    private sealed class FieldReader(JsonElement root, string file)
+    internal sealed class FieldReader(JsonElement root, string file)
     {
         public HashSet<string> Used { get; } = new(StringComparer.Ordinal);
 
