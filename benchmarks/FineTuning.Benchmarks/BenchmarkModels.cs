@@ -14,8 +14,8 @@ public enum BenchmarkModel
     LayerHeavy,
 
     /// <summary>
-    /// A 1.0 B-parameter model whose weights dominate memory (2.0 GB in bf16): hidden 2048, intermediate 8192,
-    /// 16 layers, 16 heads over 4 key/value heads, the 8192-token vocabulary (untied). 97 % of the parameters are
+    /// A 1.98 B-parameter model whose weights dominate memory (3.96 GB in bf16): hidden 2048, intermediate 8192,
+    /// 32 layers, 16 heads over 4 key/value heads, the 8192-token vocabulary (untied). 98 % of the parameters are
     /// decoder projections, the part QLoRA quantizes; batch 2 × 256 tokens.
     /// </summary>
     WeightHeavy,
@@ -56,7 +56,7 @@ internal static class BenchmarkModels
     {
         HiddenSize = 2048,
         IntermediateSize = 8192,
-        NumHiddenLayers = 16,
+        NumHiddenLayers = 32,
         NumAttentionHeads = 16,
         NumKeyValueHeads = 4,
     };

@@ -11,7 +11,7 @@ namespace FineTuning.Benchmarks;
 
 /// <summary>
 /// LoRA against QLoRA where the weights dominate memory: optimizer steps through the public <see cref="Trainer"/> on
-/// the 1.0 B-parameter <see cref="BenchmarkModel.WeightHeavy"/> model, bf16 base for LoRA and NF4 + double
+/// the 1.98 B-parameter <see cref="BenchmarkModel.WeightHeavy"/> model, bf16 base for LoRA and NF4 + double
 /// quantization for QLoRA, the same LoRA (r 16, alpha 32, every decoder Linear), AdamW, activation checkpointing for
 /// both (as in torchtune's QLoRA recipes). <see cref="Runtime"/> measures the process without a model (.NET, libtorch,
 /// the tokenizer), so the memory each method adds on top of the runtime can be compared too. One process per case;
