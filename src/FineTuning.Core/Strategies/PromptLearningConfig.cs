@@ -1,4 +1,3 @@
-using System.Text;
 using System.Text.Json;
 using FineTuning.Core.IO;
 using FineTuning.Core.Strategies.Lora;
@@ -40,9 +39,7 @@ internal static class PromptLearningConfig
     public static void Write(string directory, IDictionary<string, object?> fields)
     {
         Directory.CreateDirectory(directory);
-        var text = new StringBuilder();
-        LoraAdapterConfig.WriteValue(text, fields, 0);
-        AtomicFile.WriteAllText(Path.Combine(directory, AdapterLoader.ConfigFileName), text.ToString());
+        AtomicFile.WriteAllText(Path.Combine(directory, AdapterLoader.ConfigFileName), PythonJson.Indented(fields));
     }
 
     /// <summary>

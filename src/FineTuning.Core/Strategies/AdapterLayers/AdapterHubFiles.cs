@@ -1,5 +1,3 @@
-using System.Globalization;
-using System.Text;
 using System.Text.Json;
 using FineTuning.Core.IO;
 using FineTuning.Core.Models;
@@ -181,9 +179,7 @@ public static class AdapterHubFiles
             ["name"] = adapterName,
             ["version"] = Version,
         };
-        var text = new StringBuilder();
-        WriteValue(text, root, 0);
-        AtomicFile.WriteAllText(Path.Combine(directory, ConfigFileName), text.ToString());
+        AtomicFile.WriteAllText(Path.Combine(directory, ConfigFileName), PythonJson.Indented(root));
     }
 
     private static AdapterLayersOptions Named(string name, string path) => name switch
@@ -364,54 +360,5 @@ public static class AdapterHubFiles
         }
 
         return options;
-    }
-
-    /// <summary>Python's <c>json.dump(obj, indent=2, sort_keys=True)</c> for dictionaries (already sorted), lists, strings, booleans, integers, floats and null.</summary>
-    private static void WriteValue(StringBuilder text, object? value, int depth)
-    {
-        var indent = new string(' ', 2 * (depth + 1));
-        var closing = new string(' ', 2 * depth);
-        switch (value)
-        {
-            case null:
-                text.Append("null");
-                break;
-            case bool b:
-                text.Append(b ? "true" : "false");
-                break;
-            case long l:
-                text.Append(PythonJson.Integer(l));
-                break;
-            case double d:
-                text.Append(PythonJson.Float(d));
-                break;
-            case string s:
-                text.Append(PythonJson.String(s));
-                break;
-            case SortedDictionary<string, object?> map:
-                text.Append('{');
-                var first = true;
-                foreach (var (key, item) in map)
-                {
-                    text.Append(first ? "\n" : ",\n").Append(indent).Append(PythonJson.String(key)).Append(": ");
-                    WriteValue(text, item, depth + 1);
-                    first = false;
-                }
-
-                text.Append(map.Count == 0 ? "}" : "\n" + closing + "}");
-                break;
-            case List<object?> list:
-                text.Append('[');
-                for (var i = 0; i < list.Count; i++)
-                {
-                    text.Append(i == 0 ? "\n" : ",\n").Append(indent);
-                    WriteValue(text, list[i], depth + 1);
-                }
-
-                text.Append(list.Count == 0 ? "]" : "\n" + closing + "]");
-                break;
-            default:
-                throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"Cannot write a {value.GetType().Name} as JSON."), nameof(value));
-        }
     }
 }

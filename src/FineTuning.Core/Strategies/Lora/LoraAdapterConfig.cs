@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text;
 using System.Text.Json;
 using FineTuning.Core.IO;
 using Microsoft.Extensions.Logging;
@@ -68,7 +67,7 @@ public static class LoraAdapterConfig
             ["layers_pattern"] = null,
             ["layers_to_transform"] = options.LayersToTransform?.ToArray(),
             ["lora_alpha"] = AlphaValue(options.Alpha),
-            ["lora_dropout"] = new PythonFloat(options.Dropout),
+            ["lora_dropout"] = options.Dropout,
             ["megatron_core"] = "megatron.core",
             ["modules_to_save"] = options.ModulesToSave?.ToArray(),
             ["peft_type"] = "LORA",
@@ -92,9 +91,7 @@ public static class LoraAdapterConfig
         }
 
         fields["auto_mapping"] = null;
-        var text = new StringBuilder();
-        WriteValue(text, fields, 0);
-        return text.ToString();
+        return PythonJson.Indented(fields);
     }
 
     /// <summary>Reads <c>adapter_config.json</c> from an adapter folder.</summary>
@@ -312,108 +309,7 @@ public static class LoraAdapterConfig
 
     /// <summary>PEFT types <c>lora_alpha</c> as an int: integral values are written without a fraction.</summary>
     private static object AlphaValue(double alpha) =>
-        alpha == Math.Floor(alpha) && Math.Abs(alpha) < int.MaxValue ? (int)alpha : new PythonFloat(alpha);
-
-    /// <summary>Writes a value as Python's <c>json.dumps(indent=2, sort_keys=True)</c> does (shared by the prompt-learning configs).</summary>
-    internal static void WriteValue(StringBuilder text, object? value, int depth)
-    {
-        switch (value)
-        {
-            case null:
-                text.Append("null");
-                break;
-            case bool b:
-                text.Append(b ? "true" : "false");
-                break;
-            case int i:
-                text.Append(i.ToString(CultureInfo.InvariantCulture));
-                break;
-            case PythonFloat f:
-                text.Append(f.ToString());
-                break;
-            case string s:
-                WriteString(text, s);
-                break;
-            case IDictionary<string, object?> map:
-                WriteContainer(text, '{', '}', map.OrderBy(p => p.Key, StringComparer.Ordinal).ToList(), depth, (p, d) =>
-                {
-                    WriteString(text, p.Key);
-                    text.Append(": ");
-                    WriteValue(text, p.Value, d);
-                });
-                break;
-            case System.Collections.IEnumerable list:
-                WriteContainer(text, '[', ']', list.Cast<object?>().ToList(), depth, (item, d) => WriteValue(text, item, d));
-                break;
-            default:
-                throw new InvalidOperationException($"Cannot write a {value.GetType().Name} to {FileName}.");
-        }
-    }
-
-    /// <summary>Python's <c>indent=2</c> layout: empty containers inline, otherwise one item per line.</summary>
-    private static void WriteContainer<T>(StringBuilder text, char open, char close, List<T> items, int depth, Action<T, int> writeItem)
-    {
-        text.Append(open);
-        if (items.Count > 0)
-        {
-            for (var i = 0; i < items.Count; i++)
-            {
-                text.Append(i == 0 ? "\n" : ",\n").Append(' ', 2 * (depth + 1));
-                writeItem(items[i], depth + 1);
-            }
-
-            text.Append('\n').Append(' ', 2 * depth);
-        }
-
-        text.Append(close);
-    }
-
-    /// <summary>Python's <c>ensure_ascii</c> string escaping.</summary>
-    private static void WriteString(StringBuilder text, string value)
-    {
-        text.Append('"');
-        foreach (var c in value)
-        {
-            switch (c)
-            {
-                case '"': text.Append("\\\""); break;
-                case '\\': text.Append("\\\\"); break;
-                case '\n': text.Append("\\n"); break;
-                case '\r': text.Append("\\r"); break;
-                case '\t': text.Append("\\t"); break;
-                case '\b': text.Append("\\b"); break;
-                case '\f': text.Append("\\f"); break;
-                default:
-                    if (c < 0x20 || c > 0x7E)
-                    {
-                        text.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
-                    }
-                    else
-                    {
-                        text.Append(c);
-                    }
-
-                    break;
-            }
-        }
-
-        text.Append('"');
-    }
-
-    /// <summary>A float written as Python's <c>repr</c> does (<c>0.0</c>, <c>0.05</c>, <c>1e-05</c>).</summary>
-    internal sealed record PythonFloat(double Value)
-    {
-        public override string ToString()
-        {
-            var text = Value.ToString("R", CultureInfo.InvariantCulture);
-            if (text.Contains('E', StringComparison.Ordinal))
-            {
-                return text.Replace('E', 'e');
-            }
-
-            return text.Contains('.', StringComparison.Ordinal) || !double.IsFinite(Value) ? text : text + ".0";
-        }
-    }
+        alpha == Math.Floor(alpha) && Math.Abs(alpha) < int.MaxValue ? (int)alpha : (object)alpha;
 
     /// <summary>Typed access to the config's fields, remembering which keys were read.</summary>
     internal sealed class FieldReader(JsonElement root, string file)

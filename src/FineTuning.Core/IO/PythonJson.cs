@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 
-namespace FineTuning.Core.Quantization;
+namespace FineTuning.Core.IO;
 
 /// <summary>Writes JSON as Python's <c>json.dumps</c> does with its defaults (<c>", "</c> and <c>": "</c> separators, ASCII only, floats as <c>repr</c>).</summary>
 internal static class PythonJson
@@ -99,5 +99,73 @@ internal static class PythonJson
         }
 
         return sign + body;
+    }
+    /// <summary>
+    /// Python's <c>json.dumps(value, indent=2, sort_keys=True)</c> (the layout PEFT and AdapterHub write their configs
+    /// in): dictionaries with ordinally sorted keys, lists, strings (ASCII-escaped), booleans, <c>null</c>, integers
+    /// (<see cref="int"/>, <see cref="long"/>) and floats (<see cref="double"/>, written as Python's <c>repr</c>).
+    /// Empty containers stay inline.
+    /// </summary>
+    /// <param name="value">The value.</param>
+    /// <returns>The JSON text.</returns>
+    public static string Indented(object? value)
+    {
+        var text = new StringBuilder();
+        WriteIndented(text, value, 0);
+        return text.ToString();
+    }
+
+    private static void WriteIndented(StringBuilder text, object? value, int depth)
+    {
+        switch (value)
+        {
+            case null:
+                text.Append("null");
+                break;
+            case bool b:
+                text.Append(b ? "true" : "false");
+                break;
+            case int i:
+                text.Append(Integer(i));
+                break;
+            case long l:
+                text.Append(Integer(l));
+                break;
+            case double d:
+                text.Append(Float(d));
+                break;
+            case string s:
+                text.Append(String(s));
+                break;
+            case IDictionary<string, object?> map:
+                WriteContainer(text, '{', '}', map.OrderBy(p => p.Key, StringComparer.Ordinal).ToList(), depth, (p, d) =>
+                {
+                    text.Append(String(p.Key)).Append(": ");
+                    WriteIndented(text, p.Value, d);
+                });
+                break;
+            case System.Collections.IEnumerable list:
+                WriteContainer(text, '[', ']', list.Cast<object?>().ToList(), depth, (item, d) => WriteIndented(text, item, d));
+                break;
+            default:
+                throw new ArgumentException($"Cannot write a {value.GetType().Name} as JSON.", nameof(value));
+        }
+    }
+
+    private static void WriteContainer<T>(StringBuilder text, char open, char close, List<T> items, int depth, Action<T, int> writeItem)
+    {
+        text.Append(open);
+        if (items.Count > 0)
+        {
+            for (var i = 0; i < items.Count; i++)
+            {
+                text.Append(i == 0 ? "\n" : ",\n").Append(' ', 2 * (depth + 1));
+                writeItem(items[i], depth + 1);
+            }
+
+            text.Append('\n').Append(' ', 2 * depth);
+        }
+
+        text.Append(close);
     }
 }
