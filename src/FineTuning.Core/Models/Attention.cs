@@ -27,16 +27,17 @@ public sealed class Attention : nn.Module, IReplaceableChildren
     /// <param name="layerIndex">Index of the decoder layer (for the KV cache and prefixes).</param>
     /// <param name="device">Where the weights live.</param>
     /// <param name="dtype">The weight dtype.</param>
-    public Attention(ModelConfig config, int layerIndex, Device device, ScalarType dtype) : base(nameof(Attention))
+    /// <param name="projectionDevice">Where the projection Linears are built, when not on <paramref name="device"/> (<c>meta</c> for placeholders a loader replaces).</param>
+    public Attention(ModelConfig config, int layerIndex, Device device, ScalarType dtype, Device? projectionDevice = null) : base(nameof(Attention))
     {
         this.layerIndex = layerIndex;
         heads = config.NumAttentionHeads;
         kvHeads = config.NumKeyValueHeads;
         headDim = config.HeadDim;
-        q_proj = nn.Linear(config.HiddenSize, heads * headDim, hasBias: config.QkvBias, device: device, dtype: dtype);
-        k_proj = nn.Linear(config.HiddenSize, kvHeads * headDim, hasBias: config.QkvBias, device: device, dtype: dtype);
-        v_proj = nn.Linear(config.HiddenSize, kvHeads * headDim, hasBias: config.QkvBias, device: device, dtype: dtype);
-        o_proj = nn.Linear(heads * headDim, config.HiddenSize, hasBias: config.OutputProjectionBias, device: device, dtype: dtype);
+        q_proj = nn.Linear(config.HiddenSize, heads * headDim, hasBias: config.QkvBias, device: projectionDevice ?? device, dtype: dtype);
+        k_proj = nn.Linear(config.HiddenSize, kvHeads * headDim, hasBias: config.QkvBias, device: projectionDevice ?? device, dtype: dtype);
+        v_proj = nn.Linear(config.HiddenSize, kvHeads * headDim, hasBias: config.QkvBias, device: projectionDevice ?? device, dtype: dtype);
+        o_proj = nn.Linear(heads * headDim, config.HiddenSize, hasBias: config.OutputProjectionBias, device: projectionDevice ?? device, dtype: dtype);
         RegisterComponents();
         slots = new ChildSlots(this, (name, module) =>
         {

@@ -25,12 +25,12 @@ public sealed class CausalLanguageModel : nn.Module<ModelInput, ModelOutput>, IR
     private readonly ChildSlots slots;
     private IAttentionPrefixSource? attentionPrefix;
 
-    private CausalLanguageModel(ModelConfig config, Device device, ScalarType dtype) : base(nameof(CausalLanguageModel))
+    private CausalLanguageModel(ModelConfig config, Device device, ScalarType dtype, Device? projectionDevice = null) : base(nameof(CausalLanguageModel))
     {
         Config = config;
         DType = dtype;
         Device = device;
-        model = new DecoderStack(config, device, dtype);
+        model = new DecoderStack(config, device, dtype, projectionDevice);
         lm_head = config.TieWordEmbeddings
             ? new TiedLinear(model.EmbedTokens)
             : nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false, device: device, dtype: dtype);
@@ -46,6 +46,25 @@ public sealed class CausalLanguageModel : nn.Module<ModelInput, ModelOutput>, IR
     /// <returns>The model, in evaluation mode.</returns>
     public static CausalLanguageModel Create(ModelConfig config, Device? device = null, ScalarType? dtype = null)
     {
+        var result = new CausalLanguageModel(config, device ?? CPU, CheckedDType(config, dtype));
+        result.eval();
+        return result;
+    }
+
+    /// <summary>
+    /// Builds a model whose decoder projections are placeholders on the meta device (no memory) and everything else
+    /// on <paramref name="device"/>: for loaders that put other modules (4-bit layers) in those slots, so the
+    /// full-precision projections are never allocated.
+    /// </summary>
+    internal static CausalLanguageModel CreateWithProjectionPlaceholders(ModelConfig config, Device device, ScalarType? dtype)
+    {
+        var result = new CausalLanguageModel(config, device, CheckedDType(config, dtype), projectionDevice: META);
+        result.eval();
+        return result;
+    }
+
+    private static ScalarType CheckedDType(ModelConfig config, ScalarType? dtype)
+    {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
         TorchBackend.EnsureAvailable();
@@ -55,9 +74,7 @@ public sealed class CausalLanguageModel : nn.Module<ModelInput, ModelOutput>, IR
             throw new ArgumentException($"Model dtype must be Float32, BFloat16 or Float16, got {type}.", nameof(dtype));
         }
 
-        var result = new CausalLanguageModel(config, device ?? CPU, type);
-        result.eval();
-        return result;
+        return type;
     }
 
     /// <summary>The architecture.</summary>

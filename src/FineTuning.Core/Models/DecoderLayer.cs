@@ -30,13 +30,14 @@ public sealed class DecoderLayer : nn.Module
     /// <param name="layerIndex">The layer's index.</param>
     /// <param name="device">Where the weights live.</param>
     /// <param name="dtype">The weight dtype.</param>
-    public DecoderLayer(ModelConfig config, int layerIndex, Device device, ScalarType dtype) : base(nameof(DecoderLayer))
+    /// <param name="projectionDevice">Where the projection Linears are built, when not on <paramref name="device"/> (<c>meta</c> for placeholders a loader replaces).</param>
+    public DecoderLayer(ModelConfig config, int layerIndex, Device device, ScalarType dtype, Device? projectionDevice = null) : base(nameof(DecoderLayer))
     {
         LayerIndex = layerIndex;
         input_layernorm = new RmsNorm(config.HiddenSize, config.RmsNormEps, device, dtype);
-        self_attn = new Attention(config, layerIndex, device, dtype);
+        self_attn = new Attention(config, layerIndex, device, dtype, projectionDevice);
         post_attention_layernorm = new RmsNorm(config.HiddenSize, config.RmsNormEps, device, dtype);
-        mlp = new GatedMlp(config, device, dtype);
+        mlp = new GatedMlp(config, device, dtype, projectionDevice);
         RegisterComponents();
     }
 

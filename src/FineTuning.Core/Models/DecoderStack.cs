@@ -22,10 +22,11 @@ public sealed class DecoderStack : nn.Module
     /// <param name="config">The model configuration.</param>
     /// <param name="device">Where the weights live.</param>
     /// <param name="dtype">The weight dtype.</param>
-    public DecoderStack(ModelConfig config, Device device, ScalarType dtype) : base(nameof(DecoderStack))
+    /// <param name="projectionDevice">Where the projection Linears are built, when not on <paramref name="device"/> (<c>meta</c> for placeholders a loader replaces).</param>
+    public DecoderStack(ModelConfig config, Device device, ScalarType dtype, Device? projectionDevice = null) : base(nameof(DecoderStack))
     {
         embed_tokens = nn.Embedding(config.VocabSize, config.HiddenSize, device: device, dtype: dtype);
-        var built = Enumerable.Range(0, config.NumHiddenLayers).Select(i => new DecoderLayer(config, i, device, dtype)).ToArray();
+        var built = Enumerable.Range(0, config.NumHiddenLayers).Select(i => new DecoderLayer(config, i, device, dtype, projectionDevice)).ToArray();
         layers = nn.ModuleList(built);
         layerList = built;
         norm = new RmsNorm(config.HiddenSize, config.RmsNormEps, device, dtype);

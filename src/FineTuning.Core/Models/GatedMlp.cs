@@ -17,11 +17,12 @@ public sealed class GatedMlp : nn.Module<Tensor, Tensor>, IReplaceableChildren
     /// <param name="config">The model configuration.</param>
     /// <param name="device">Where the weights live.</param>
     /// <param name="dtype">The weight dtype.</param>
-    public GatedMlp(ModelConfig config, Device device, ScalarType dtype) : base(nameof(GatedMlp))
+    /// <param name="projectionDevice">Where the projection Linears are built, when not on <paramref name="device"/> (<c>meta</c> for placeholders a loader replaces).</param>
+    public GatedMlp(ModelConfig config, Device device, ScalarType dtype, Device? projectionDevice = null) : base(nameof(GatedMlp))
     {
-        gate_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: config.MlpBias, device: device, dtype: dtype);
-        up_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: config.MlpBias, device: device, dtype: dtype);
-        down_proj = nn.Linear(config.IntermediateSize, config.HiddenSize, hasBias: config.MlpBias, device: device, dtype: dtype);
+        gate_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: config.MlpBias, device: projectionDevice ?? device, dtype: dtype);
+        up_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: config.MlpBias, device: projectionDevice ?? device, dtype: dtype);
+        down_proj = nn.Linear(config.IntermediateSize, config.HiddenSize, hasBias: config.MlpBias, device: projectionDevice ?? device, dtype: dtype);
         RegisterComponents();
         slots = new ChildSlots(this, (name, module) =>
         {

@@ -134,7 +134,10 @@ public static class QuantizedModelFiles
             throw new FileNotFoundException($"{directory} holds no model.safetensors or model.safetensors.index.json.", Path.Combine(directory, HuggingFaceWeights.SingleFileName));
         }
 
-        var model = CausalLanguageModel.Create(config, options.Device ?? CPU, options.DType);
+        // Projections start as meta placeholders: the 4-bit layers replace them without a full-precision copy ever
+        // existing, and the ones the file keeps in 16 bits are built for real just before their weights are read.
+        var device = options.Device ?? CPU;
+        var model = CausalLanguageModel.CreateWithProjectionPlaceholders(config, device, options.DType);
         try
         {
             var stateKeys = new HashSet<string>(StringComparer.Ordinal);
@@ -146,7 +149,7 @@ public static class QuantizedModelFiles
                     var slot = model.LinearSlots().FirstOrDefault(s => s.FullName == module)
                         ?? throw new CheckpointFormatException($"Tensor '{key}' describes a 4-bit weight of '{module}', which is not a projection of this {config.ModelType} model.", sources.ReaderByTensor[key].FilePath, key);
                     var linear = (Linear)slot.Module;
-                    var layer = BuildLayer(new StateSource(sources, module, key, stateKeys), type, linear, quantization.ComputeDType);
+                    var layer = BuildLayer(new StateSource(sources, module, key, stateKeys), type, linear, device, quantization.ComputeDType);
                     layer.train(linear.training);
                     model.ReplaceModule(module, layer).Dispose();
                 }
@@ -157,6 +160,14 @@ public static class QuantizedModelFiles
                 {
                     reader.Dispose();
                 }
+            }
+
+            foreach (var slot in model.LinearSlots().Where(s => s.Module is Linear { weight.is_meta: true }).ToList())
+            {
+                var placeholder = (Linear)slot.Module;
+                var real = nn.Linear(placeholder.in_features, placeholder.out_features, hasBias: placeholder.bias is not null, device: device, dtype: model.DType);
+                real.train(placeholder.training);
+                model.ReplaceModule(slot.FullName, real).Dispose();
             }
 
             HuggingFaceWeights.Load(model, directory, new WeightLoadOptions
@@ -239,12 +250,11 @@ public static class QuantizedModelFiles
         }
     }
 
-    private static Linear4Bit BuildLayer(StateSource source, QuantizationType type, Linear linear, ScalarType computeDType)
+    private static Linear4Bit BuildLayer(StateSource source, QuantizationType type, Linear linear, Device device, ScalarType computeDType)
     {
         var outFeatures = linear.weight!.shape[0];
         var inFeatures = linear.weight!.shape[1];
         var n = outFeatures * inFeatures;
-        var device = linear.weight!.device;
         var fields = source.ReadJson();
 
         var quantType = fields.String("quant_type");
@@ -295,7 +305,9 @@ public static class QuantizedModelFiles
 
         var state = new QuantState(absmax, code, [outFeatures, inFeatures], dtype, blockSize, type, offset, second);
         var packed = empty([(n + 1) / 2, 1], ScalarType.Byte, device);
-        return new Linear4Bit(new BlockwiseQuantized4Bit(packed, state), linear.bias, computeDType, linear.bias?.requires_grad ?? false);
+        // The bias (read later with the other 16-bit tensors) must exist on the real device, not as a placeholder.
+        using var bias = linear.bias is null ? null : zeros(linear.bias.shape, linear.bias.dtype, device);
+        return new Linear4Bit(new BlockwiseQuantized4Bit(packed, state), bias, computeDType, linear.bias?.requires_grad ?? false);
     }
 
     private static JsonObject? ReadQuantizationConfigObject(string configPath)

@@ -119,6 +119,43 @@ public class BitsAndBytesFormatTests
     }
 
     [Fact]
+    public void A_4_bit_folder_loads_without_full_precision_projections_and_keeps_projection_biases()
+    {
+        // Qwen2 has q/k/v biases: they sit in the 4-bit layers and are read as ordinary 16/32-bit tensors.
+        using var temp = new TempDirectory();
+        using var model = TinyModels.Create(TinyModels.Config(ModelFamily.Qwen2));
+        using (no_grad())
+        {
+            foreach (var (name, parameter) in model.named_parameters().Where(p => p.name.EndsWith("_proj.bias", StringComparison.Ordinal)))
+            {
+                parameter.normal_(0, 0.5); // HF initialises biases to zero: make them matter
+            }
+        }
+
+        ModelQuantizer.Quantize(model, new QuantizationOptions { ComputeDType = ScalarType.Float32 });
+        HuggingFaceModel.Save(model, temp.Path);
+
+        using var loaded = HuggingFaceModel.Load(temp.Path);
+        Assert.DoesNotContain(loaded.parameters(), p => p.is_meta);
+        Assert.Equal(3 * model.Config.NumHiddenLayers, Layers(loaded).Values.Count(l => l.Bias is not null));
+        AssertSameLogits(model, loaded);
+    }
+
+    [Fact]
+    public void Projection_placeholders_take_no_memory_and_everything_else_is_real()
+    {
+        using var model = CausalLanguageModel.CreateWithProjectionPlaceholders(TinyModels.Config(), CPU, ScalarType.Float32);
+        var projections = model.LinearSlots().Where(s => s.FullName != "lm_head").ToList();
+        Assert.Equal(7 * model.Config.NumHiddenLayers, projections.Count);
+        Assert.All(projections, s => Assert.True(((TorchSharp.Modules.Linear)s.Module).weight!.is_meta, s.FullName));
+        var real = model.named_parameters().Where(p => !p.parameter.is_meta).Select(p => p.name).ToList();
+        Assert.Contains("model.embed_tokens.weight", real);
+        Assert.Contains("lm_head.weight", real);
+        Assert.Contains("model.norm.weight", real);
+        Assert.Equal(2 * model.Config.NumHiddenLayers + 3, real.Count); // two norms per layer, final norm, embeddings, head
+    }
+
+    [Fact]
     public void A_folder_written_by_hand_in_the_bitsandbytes_layout_loads()
     {
         using var temp = new TempDirectory();
