@@ -145,6 +145,50 @@ public sealed class SafetensorsReader : IDisposable
     }
 
     /// <summary>
+    /// Reads exactly the tensors of <paramref name="expected"/> into them. Every check comes before the first read — no
+    /// other tensor in the file, none missing, every shape equal — so a refused file leaves the destinations as they
+    /// were. The caller words the errors, since only it knows what the tensors are.
+    /// </summary>
+    /// <param name="expected">Tensor name → destination.</param>
+    /// <param name="unexpected">Builds the error for the file's tensors that are not expected (at least one, in file order).</param>
+    /// <param name="missing">Builds the error for the expected tensors the file lacks (at least one, in the order given).</param>
+    /// <param name="shapeMismatch">Builds the error for a tensor whose shape differs from its destination's.</param>
+    public void ReadExactly(
+        IReadOnlyDictionary<string, torch.Tensor> expected,
+        Func<IReadOnlyList<string>, Exception> unexpected,
+        Func<IReadOnlyList<string>, Exception> missing,
+        Func<string, SafetensorsTensorInfo, Exception> shapeMismatch)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(expected);
+        var extra = TensorNames.Where(name => !expected.ContainsKey(name)).ToList();
+        if (extra.Count > 0)
+        {
+            throw unexpected(extra);
+        }
+
+        var absent = expected.Keys.Where(name => !Contains(name)).ToList();
+        if (absent.Count > 0)
+        {
+            throw missing(absent);
+        }
+
+        foreach (var (name, destination) in expected)
+        {
+            var info = GetInfo(name);
+            if (!info.Shape.SequenceEqual(destination.shape))
+            {
+                throw shapeMismatch(name, info);
+            }
+        }
+
+        foreach (var (name, destination) in expected)
+        {
+            ReadInto(name, destination);
+        }
+    }
+
+    /// <summary>
     /// Reads a tensor into an existing tensor of the same shape. A contiguous CPU destination of the file's dtype
     /// receives the bytes directly; any other destination receives a converted copy (dtype and device) made
     /// without recording gradients.

@@ -209,4 +209,34 @@ public sealed class SafetensorsValidationTests : IDisposable
         Assert.Contains("meta device", ex.Message);
         Assert.Contains("'w'", ex.Message);
     }
+
+    [Fact]
+    public void ReadExactly_checks_every_tensor_before_it_reads_any()
+    {
+        string path = _dir.File("exact.safetensors");
+        using var a = tensor(new[] { 1f, 2f });
+        using var b = tensor(new[] { 3f, 4f, 5f });
+        SafetensorsWriter.Write(path, [new("a", a), new("b", b)], SafetensorsWriter.DefaultMetadata);
+        using var intoA = zeros(2);
+        using var wrongB = zeros(4);
+        using var rightB = zeros(3);
+        using var reader = new SafetensorsReader(path);
+        static Exception Fail(string what) => new InvalidDataException(what);
+
+        // 'a' comes first and fits, but 'b' does not: nothing may be written.
+        var error = Assert.Throws<InvalidDataException>(() => reader.ReadExactly(
+            new Dictionary<string, Tensor> { ["a"] = intoA, ["b"] = wrongB }, _ => Fail("extra"), _ => Fail("missing"), (name, info) => Fail($"shape {name} {info.ShapeText}")));
+        Assert.Equal("shape b [3]", error.Message);
+        Assert.Equal([0f, 0f], intoA.data<float>().ToArray());
+
+        Assert.Equal("missing", Assert.Throws<InvalidDataException>(() => reader.ReadExactly(
+            new Dictionary<string, Tensor> { ["a"] = intoA, ["b"] = rightB, ["c"] = zeros(1) }, _ => Fail("extra"), _ => Fail("missing"), (_, _) => Fail("shape"))).Message);
+        Assert.Equal("extra", Assert.Throws<InvalidDataException>(() => reader.ReadExactly(
+            new Dictionary<string, Tensor> { ["a"] = intoA }, names => Fail(names.Single() == "b" ? "extra" : "wrong"), _ => Fail("missing"), (_, _) => Fail("shape"))).Message);
+        Assert.Equal([0f, 0f], intoA.data<float>().ToArray());
+
+        reader.ReadExactly(new Dictionary<string, Tensor> { ["a"] = intoA, ["b"] = rightB }, _ => Fail("extra"), _ => Fail("missing"), (_, _) => Fail("shape"));
+        Assert.Equal([1f, 2f], intoA.data<float>().ToArray());
+        Assert.Equal([3f, 4f, 5f], rightB.data<float>().ToArray());
+    }
 }

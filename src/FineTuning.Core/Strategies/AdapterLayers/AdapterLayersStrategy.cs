@@ -235,32 +235,13 @@ public sealed class AdapterLayersStrategy : IParameterStrategy
         var renamed = "." + savedName + ".";
         var expected = AdapterParameters().ToDictionary(
             p => AdapterHubFiles.ToAdapterHubKey(p.Name).Replace("." + AdapterName + ".", renamed, StringComparison.Ordinal),
-            p => p.Parameter);
+            p => (Tensor)p.Parameter);
         using var reader = new SafetensorsReader(path);
-        if (reader.TensorNames.FirstOrDefault(n => !expected.ContainsKey(n)) is { } extra)
-        {
-            throw new CheckpointFormatException($"Adapter file '{path}' has tensor '{extra}' that the applied adapters ('{savedName}', {Options.Placement}, leave_out [{string.Join(", ", Options.LeaveOut)}]) have no place for.", path, extra);
-        }
-
-        if (expected.Keys.FirstOrDefault(k => !reader.Contains(k)) is { } missing)
-        {
-            throw new CheckpointFormatException($"Adapter file '{path}' lacks tensor '{missing}' (shape {SafetensorsTensorInfo.FormatShape(expected[missing].shape)}).", path, missing);
-        }
-
-        foreach (var (key, tensor) in expected)
-        {
-            var info = reader.GetInfo(key);
-            if (!info.Shape.SequenceEqual(tensor.shape))
-            {
-                throw new CheckpointFormatException($"Adapter file '{path}': tensor '{key}' has shape {info.ShapeText}, but the model expects {SafetensorsTensorInfo.FormatShape(tensor.shape)}.", path, key);
-            }
-        }
-
-        using var _ = no_grad();
-        foreach (var (key, tensor) in expected)
-        {
-            reader.ReadInto(key, tensor);
-        }
+        reader.ReadExactly(
+            expected,
+            extra => new CheckpointFormatException($"Adapter file '{path}' has tensor '{extra[0]}' that the applied adapters ('{savedName}', {Options.Placement}, leave_out [{string.Join(", ", Options.LeaveOut)}]) have no place for.", path, extra[0]),
+            missing => new CheckpointFormatException($"Adapter file '{path}' lacks tensor '{missing[0]}' (shape {SafetensorsTensorInfo.FormatShape(expected[missing[0]].shape)}).", path, missing[0]),
+            (key, info) => new CheckpointFormatException($"Adapter file '{path}': tensor '{key}' has shape {info.ShapeText}, but the model expects {SafetensorsTensorInfo.FormatShape(expected[key].shape)}.", path, key));
     }
 
     private BottleneckAdapterLayer Create(int hidden, int d, Device device, Generator? generator, bool training)

@@ -92,43 +92,22 @@ public static class PeftAdapterFiles
         }
 
         using var reader = new SafetensorsReader(path);
-        var unexpected = reader.TensorNames.Where(name => !expected.ContainsKey(name)).ToList();
-        if (unexpected.Count > 0)
-        {
-            var first = unexpected[0];
-            throw new CheckpointFormatException(
-                $"Adapter file '{path}' has tensor '{first}' that this model has no place for: {explainUnexpected(first)}" +
+        reader.ReadExactly(
+            expected,
+            unexpected => new CheckpointFormatException(
+                $"Adapter file '{path}' has tensor '{unexpected[0]}' that this model has no place for: {explainUnexpected(unexpected[0])}" +
                 (unexpected.Count > 1 ? $" ({unexpected.Count - 1} more unexpected: {string.Join(", ", unexpected.Skip(1).Take(5))}{(unexpected.Count > 6 ? ", …" : "")})" : ""),
                 path,
-                first);
-        }
-
-        var missing = expected.Keys.Where(key => !reader.Contains(key)).ToList();
-        if (missing.Count > 0)
-        {
-            throw new CheckpointFormatException(
+                unexpected[0]),
+            missing => new CheckpointFormatException(
                 $"Adapter file '{path}' lacks tensor '{missing[0]}' (shape {SafetensorsTensorInfo.FormatShape(expected[missing[0]].shape)}) of module '{ModuleOf(missing[0])}'" +
                 (missing.Count > 1 ? $" and {missing.Count - 1} more: {string.Join(", ", missing.Skip(1).Take(5))}{(missing.Count > 6 ? ", …" : "")}." : "."),
                 path,
-                missing[0]);
-        }
-
-        foreach (var (key, tensor) in expected)
-        {
-            var info = reader.GetInfo(key);
-            if (!info.Shape.SequenceEqual(tensor.shape))
-            {
-                throw new CheckpointFormatException(
-                    $"Adapter file '{path}': tensor '{key}' of module '{ModuleOf(key)}' has shape {info.ShapeText}, but the model expects {SafetensorsTensorInfo.FormatShape(tensor.shape)} (a different base model, or a different r?).",
-                    path,
-                    key);
-            }
-        }
-
-        foreach (var (key, tensor) in expected)
-        {
-            reader.ReadInto(key, tensor);
-        }
+                missing[0]),
+            (key, info) => new CheckpointFormatException(
+                $"Adapter file '{path}': tensor '{key}' of module '{ModuleOf(key)}' has shape {info.ShapeText}, but the model expects {SafetensorsTensorInfo.FormatShape(expected[key].shape)} (a different base model, or a different r?).",
+                path,
+                key));
     }
 
     /// <summary>The module a PEFT key belongs to, without the prefix (<c>model.layers.0.self_attn.q_proj</c>).</summary>

@@ -145,21 +145,13 @@ public sealed class PrefixTuningStrategy : PromptLearningStrategy
         }
 
         using var reader = new SafetensorsReader(path);
-        var parameters = encoder.named_parameters().ToDictionary(p => p.name, p => p.parameter);
-        if (reader.TensorNames.FirstOrDefault(name => !parameters.ContainsKey(name)) is { } extra)
-        {
-            throw new CheckpointFormatException($"'{path}' has tensor '{extra}', which the prefix encoder does not have.", path, extra);
-        }
-
-        foreach (var (name, parameter) in parameters)
-        {
-            if (!reader.Contains(name))
-            {
-                throw new CheckpointFormatException($"'{path}' lacks tensor '{name}' of the prefix encoder.", path, name);
-            }
-
-            reader.ReadInto(name, parameter);
-        }
+        var parameters = encoder.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
+        reader.ReadExactly(
+            parameters,
+            extra => new CheckpointFormatException($"'{path}' has tensor '{extra[0]}', which the prefix encoder does not have.", path, extra[0]),
+            missing => new CheckpointFormatException($"'{path}' lacks tensor '{missing[0]}' of the prefix encoder.", path, missing[0]),
+            (name, info) => new CheckpointFormatException(
+                $"Safetensors file '{path}': tensor '{name}' has shape {info.ShapeText} but the destination expects shape {SafetensorsTensorInfo.FormatShape(parameters[name].shape)}.", path, name));
     }
 
     /// <inheritdoc />
