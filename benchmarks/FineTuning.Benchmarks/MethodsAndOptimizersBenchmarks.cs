@@ -4,7 +4,6 @@ using FineTuning.Core.Models;
 using FineTuning.Core.Optimizers;
 using FineTuning.Core.Strategies;
 using FineTuning.Core.Strategies.QLora;
-using FineTuning.Core.Tokenization;
 using FineTuning.Core.Training;
 using static TorchSharp.torch;
 
@@ -77,11 +76,7 @@ public class MethodsAndOptimizersBenchmarks
             TrainingMethod.QLora => new QLoraStrategy(QLoraOptions.Default),
             _ => throw new InvalidOperationException(Case.ToString()),
         };
-        model = BenchmarkModels.Create(BenchmarkModel.LayerHeavy, ScalarType.BFloat16);
-        strategy.Apply(model, StrategyContext.Empty);
-        (rows, var options) = TrainingMethods.TrainerInputs(BenchmarkModel.LayerHeavy, StepsPerCall);
-        options = options with { Optimizer = new OptimizerOptions { Kind = Case.Optimizer } };
-        trainer = new Trainer(model, strategy, TokenizerLoader.Gpt2(), options);
+        (model, trainer, rows) = TrainingMethods.TrainerRun(BenchmarkModel.LayerHeavy, ScalarType.BFloat16, strategy, StepsPerCall, o => o with { Optimizer = new OptimizerOptions { Kind = Case.Optimizer } });
     }
 
     /// <summary>Frees the model.</summary>

@@ -49,10 +49,7 @@ public class QLoraMemoryBenchmarks
     private void Setup(IParameterStrategy strategy)
     {
         MallocSettings.MapLargeBlocks();
-        model = BenchmarkModels.Create(BenchmarkModel.WeightHeavy, ScalarType.BFloat16);
-        strategy.Apply(model, StrategyContext.Empty);
-        (rows, var options) = TrainingMethods.TrainerInputs(BenchmarkModel.WeightHeavy, StepsPerCall);
-        trainer = new Trainer(model, strategy, TokenizerLoader.Gpt2(), options with { ActivationCheckpointing = true });
+        (model, trainer, rows) = TrainingMethods.TrainerRun(BenchmarkModel.WeightHeavy, ScalarType.BFloat16, strategy, StepsPerCall, o => o with { ActivationCheckpointing = true });
     }
 
     /// <summary>Frees the model.</summary>

@@ -2,7 +2,6 @@ using BenchmarkDotNet.Attributes;
 using FineTuning.Core.Data;
 using FineTuning.Core.Models;
 using FineTuning.Core.Strategies;
-using FineTuning.Core.Tokenization;
 using FineTuning.Core.Training;
 using static TorchSharp.torch;
 
@@ -50,11 +49,7 @@ public class TrainStepTrainerBenchmarks
 
     private void Setup(IParameterStrategy strategy)
     {
-        model = BenchmarkModels.Create(BenchmarkModel.LayerHeavy, DType);
-        strategy.Apply(model, StrategyContext.Empty);
-        (rows, var options) = TrainingMethods.TrainerInputs(BenchmarkModel.LayerHeavy, StepsPerCall);
-        // The tokenizer is only needed for text data; the benchmark passes token ids.
-        trainer = new Trainer(model, strategy, TokenizerLoader.Gpt2(), options);
+        (model, trainer, rows) = TrainingMethods.TrainerRun(BenchmarkModel.LayerHeavy, DType, strategy, StepsPerCall);
     }
 
     /// <summary>Frees the model.</summary>

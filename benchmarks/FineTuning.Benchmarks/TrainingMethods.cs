@@ -1,7 +1,11 @@
 using FineTuning.Core.Data;
+using FineTuning.Core.Models;
+using FineTuning.Core.Strategies;
 using FineTuning.Core.Strategies.FullSft;
 using FineTuning.Core.Strategies.Lora;
+using FineTuning.Core.Tokenization;
 using FineTuning.Core.Training;
+using static TorchSharp.torch;
 
 namespace FineTuning.Benchmarks;
 
@@ -39,5 +43,23 @@ internal static class TrainingMethods
             LogEverySteps = 1000,
         };
         return (rows, options);
+    }
+
+    /// <summary>
+    /// Builds a benchmark model, applies a method to it and creates the public <see cref="Trainer"/> over the
+    /// pre-tokenised rows of <see cref="TrainerInputs"/> (the GPT-2 tokenizer is only needed for text data).
+    /// </summary>
+    /// <param name="model">Which model.</param>
+    /// <param name="dtype">The base weights' dtype.</param>
+    /// <param name="strategy">The method.</param>
+    /// <param name="steps">Optimizer steps per <c>Train</c> call.</param>
+    /// <param name="configure">Changes to the training options, e.g. the optimizer.</param>
+    /// <returns>The model (the caller disposes it), the trainer and the rows.</returns>
+    public static (CausalLanguageModel Model, Trainer Trainer, TokenizedExample[] Rows) TrainerRun(BenchmarkModel model, ScalarType dtype, IParameterStrategy strategy, int steps, Func<TrainingOptions, TrainingOptions>? configure = null)
+    {
+        var built = BenchmarkModels.Create(model, dtype);
+        strategy.Apply(built, StrategyContext.Empty);
+        var (rows, options) = TrainerInputs(model, steps);
+        return (built, new Trainer(built, strategy, TokenizerLoader.Gpt2(), configure?.Invoke(options) ?? options), rows);
     }
 }
